@@ -1,0 +1,389 @@
+"""recon: the Gradio page. Builds the UI only; all tensor work happens in recon's worker threads.
+
+Run it with ``python app.py`` (or ``make run``). ``build_demo()`` builds the page without doing any
+work, so tests can import this module and launch it in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recon import vis
+from recon.assets import BUILTINS, UPLOAD_EXTENSIONS, AssetError, MeshAsset, load_builtin, load_upload
+from recon.methods import METHODS, get_method
+from recon.params import Knob, from_values, knobs
+from recon.runner import Run, RunSlots
+
+UPLOADED = "uploaded mesh"
+#: Seconds between page updates while a run streams (status, loss chart).
+REFRESH_S = 0.5
+#: Seconds between 3D-view updates (a mesh figure is heavier than the loss chart).
+SCENE_REFRESH_S = 2.0
+
+METRIC_LABELS = {"chamfer_10k": "Chamfer (10k points)", "psnr": "PSNR (dB)", "iou": "silhouette IoU"}
+
+
+@dataclass
+class SessionState:
+    """Everything one browser session owns. Never shared between sessions."""
+
+    run: Run | None = None
+    run_target: MeshAsset | None = None
+    uploaded: MeshAsset | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Sessions:
+    """Per-session state keyed by Gradio's session hash; dropped when the tab closes."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, SessionState] = {}
+        self._lock = threading.Lock()
+
+    def get(self, request: Any) -> SessionState:
+        key = getattr(request, "session_hash", None) or "anonymous"
+        with self._lock:
+            return self._by_hash.setdefault(key, SessionState())
+
+    def drop(self, request: Any) -> None:
+        key = getattr(request, "session_hash", None) or "anonymous"
+        with self._lock:
+            sess = self._by_hash.pop(key, None)
+        if sess is not None and sess.run is not None:
+            sess.run.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._by_hash)
+
+
+def default_max_runs() -> int:
+    """Simultaneous runs: $RECON_MAX_RUNS, else 1 on a CPU machine and 4 with a GPU."""
+    env = os.environ.get("RECON_MAX_RUNS", "").strip()
+    if env:
+        return max(1, int(env))
+    import torch
+
+    return 4 if torch.cuda.is_available() else 1
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def status_text(st: dict[str, Any], device: str, capacity: int) -> str:
+    """The status line: state, progress, speed, timing, device; then the latest losses and metrics."""
+    state = st["state"]
+    if state == "queued":
+        pos = st["queue_position"]
+        return (f"waiting · position {pos} in line for a free slot ({capacity} run"
+                f"{'s' if capacity > 1 else ''} at a time on this server) · device {device}")
+    head = (f"{state} · iteration {st['iteration']} / {st['total']} · {st['its_per_s']:.2f} it/s · "
+            f"elapsed {_fmt_seconds(st['elapsed'])} · ETA {_fmt_seconds(st['eta'])} · device {device}")
+    parts = []
+    if st["loss"].get("total") is not None:
+        parts.append(f"loss {st['loss']['total']:.5g}")
+    for k, v in st["metrics"].items():
+        if k not in ("iteration", "time"):
+            parts.append(f"{METRIC_LABELS.get(k, k)} {v:.4g}")
+    lines = [head]
+    if parts:
+        lines.append(" · ".join(parts))
+    if st["message"]:
+        lines.append(st["message"])
+    return "\n".join(lines)
+
+
+def views_image(snap) -> np.ndarray | None:
+    """Target vs current render (top) and target vs current silhouette (bottom), as one image."""
+    if snap is None or not snap.images:
+        return None
+    ims = snap.images
+    rows = []
+    for pair in (("target", "render"), ("target_silhouette", "silhouette")):
+        row = [ims[k] for k in pair if k in ims]
+        if row:
+            rows.append(vis.side_by_side(row))
+    if not rows:
+        return None
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    out = np.concatenate(rows, axis=0)
+    scale = max(1, 384 // max(out.shape[0], 1))
+    return out.repeat(scale, 0).repeat(scale, 1) if scale > 1 else out
+
+
+def _knob_component(gr, method: str, k: Knob):
+    eid = f"{method}-{k.name}".replace("_", "-")
+    common = dict(label=k.label, info=k.help, elem_id=eid, interactive=True)
+    if k.kind == "bool":
+        return gr.Checkbox(value=k.default, **common)
+    if k.kind == "choice":
+        return gr.Dropdown(choices=list(k.choices), value=k.default, **common)
+    if k.log:
+        return gr.Number(value=k.default, minimum=k.lo, maximum=k.hi, step=k.step, **common)
+    return gr.Slider(minimum=k.lo, maximum=k.hi, step=k.step, value=k.default,
+                     precision=0 if k.kind == "int" else None, **common)
+
+
+def _grouped(ks: list[Knob]) -> list[Knob]:
+    order = list(dict.fromkeys(k.group for k in ks))
+    return sorted(ks, key=lambda k: order.index(k.group))
+
+
+def build_demo(max_runs: int | None = None) -> Any:
+    """Build the page. Nothing heavy happens here: no model, no device, no target is loaded."""
+    import gradio as gr
+
+    sessions = Sessions()
+    slots = RunSlots(max_runs if max_runs is not None else default_max_runs())
+    method_names = list(METHODS)
+    # Knobs grouped as the page shows them (group by group, in first-appearance order); the
+    # components and the values coming back from the page follow exactly this order.
+    knob_lists = {m: _grouped(knobs(get_method(m).Config)) for m in method_names}
+
+    def resolve_target(sess: SessionState, name: str) -> MeshAsset:
+        if name == UPLOADED:
+            if sess.uploaded is None:
+                raise AssetError("Upload a mesh first (.obj, .ply, .off, .stl or .glb), or pick a built-in target.")
+            return sess.uploaded
+        return load_builtin(name)
+
+    def device_preset(cls) -> str:
+        """The preset a method starts with on this machine (e.g. "Quick" on a CPU), else "Defaults"."""
+        import torch
+
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls.device_presets.get(kind, "Defaults")
+
+    def method_intro(name: str) -> str:
+        cls, line = METHODS[name]
+        return f"**{cls.title}.** {line}. Follows the PyTorch3D tutorial *{cls.tutorial}*.\n\n{cls.explain}"
+
+    with gr.Blocks(title="recon: 3D reconstruction playground") as demo:
+        gr.Markdown("# recon\nWatch a 3D reconstruction converge: pick a target and a method, move the "
+                    "sliders, press **Run**.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=360):
+                method_dd = gr.Dropdown(choices=[(get_method(m).title, m) for m in method_names],
+                                        value=method_names[0], label="Method", elem_id="method")
+                with gr.Accordion("About this method", open=False):
+                    method_md = gr.Markdown(method_intro(method_names[0]), elem_id="method-info")
+                target_dd = gr.Dropdown(choices=[*BUILTINS, UPLOADED], value="cow", label="Target",
+                                        info="; ".join(f"{n}: {d[1]}" for n, d in BUILTINS.items()),
+                                        elem_id="target")
+                upload = gr.File(label=f"Upload a mesh ({', '.join(UPLOAD_EXTENSIONS)})",
+                                 file_types=list(UPLOAD_EXTENSIONS), elem_id="upload", height=90)
+                target_msg = gr.Markdown("", elem_id="target-msg")
+                with gr.Row():
+                    preset_dd = gr.Dropdown(choices=["Defaults", *get_method(method_names[0]).presets],
+                                            value="Defaults", label="Preset", elem_id="preset", scale=3)
+                    reset_btn = gr.Button("Reset to defaults", elem_id="reset", scale=1, size="sm")
+                knob_components: dict[str, list] = {}
+                knob_columns = []
+                for m in method_names:
+                    with gr.Column(visible=(m == method_names[0])) as col:
+                        comps = []
+                        for gi, group in enumerate(dict.fromkeys(k.group for k in knob_lists[m])):
+                            with gr.Accordion(group, open=gi == 0):
+                                comps.extend(_knob_component(gr, m, k) for k in knob_lists[m] if k.group == group)
+                    knob_components[m] = comps
+                    knob_columns.append(col)
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    pause_btn = gr.Button("Pause", elem_id="pause")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+            with gr.Column(scale=7, min_width=480):
+                status = gr.Textbox(label="Status", value="idle · press Run", lines=3, max_lines=4,
+                                    interactive=False, elem_id="status")
+                with gr.Row():
+                    loss_plot = gr.Plot(vis.loss_figure([]), label="Loss", elem_id="loss-plot")
+                    metrics_plot = gr.Plot(vis.metrics_figure([]), label="Held-out quality", elem_id="metrics-plot")
+                with gr.Row():
+                    scene_plot = gr.Plot(label="3D view", elem_id="scene-plot", scale=3)
+                    views = gr.Image(label="target | current render (top), silhouettes (bottom)",
+                                     elem_id="views", visible=False, interactive=False, scale=2)
+
+        all_knobs = [c for m in method_names for c in knob_components[m]]
+
+        def knob_values(method: str, data: dict) -> dict[str, Any]:
+            return {k.name: data[c] for k, c in zip(knob_lists[method], knob_components[method])}
+
+        # --- events ---------------------------------------------------------------------------
+        def on_method(name: str):
+            cls = get_method(name)
+            has_images = bool(getattr(cls, "shows_images", False))
+            preset = device_preset(cls)
+            return ([gr.update(visible=(m == name)) for m in method_names]
+                    + [method_intro(name), gr.update(choices=["Defaults", *cls.presets], value=preset),
+                       gr.update(visible=has_images)] + preset_updates(name, preset))
+
+        method_dd.change(on_method, method_dd, [*knob_columns, method_md, preset_dd, views, *all_knobs],
+                         api_visibility="private")
+
+        def on_preset(method: str, preset: str):
+            cls = get_method(method)
+            values = {k.name: k.default for k in knob_lists[method]}
+            values.update(cls.presets.get(preset, {}))
+            return [gr.update(value=values[k.name]) for k in knob_lists[method]] + [gr.skip()] * (
+                len(all_knobs) - len(knob_lists[method]))
+
+        def ordered_for(method: str, updates: list) -> list:
+            """Place `method`'s updates at its slice of all_knobs, skipping the other methods'."""
+            out, i = [], 0
+            for m in method_names:
+                n = len(knob_components[m])
+                out.extend(updates[:n] if m == method else [gr.skip()] * n)
+            return out
+
+        def preset_updates(method: str, preset: str):
+            vals = on_preset(method, preset)[: len(knob_lists[method])]
+            return ordered_for(method, vals)
+
+        preset_dd.input(preset_updates, [method_dd, preset_dd], all_knobs, api_visibility="private")
+        reset_btn.click(lambda m: preset_updates(m, "Defaults") + [gr.update(value="Defaults")],
+                        method_dd, [*all_knobs, preset_dd], api_visibility="private")
+
+        def preview(target: str, request: gr.Request):
+            sess = sessions.get(request)
+            try:
+                asset = resolve_target(sess, target)
+            except AssetError as exc:
+                return gr.skip(), f"⚠️ {exc}"
+            from recon.targets import target_points
+
+            return (vis.scene_figure(target_points=target_points(asset), title=f"target: {asset.name}"),
+                    f"Target **{asset.name}**: {asset.verts.shape[0]:,} vertices, {asset.num_faces:,} faces.")
+
+        target_dd.change(preview, target_dd, [scene_plot, target_msg], api_visibility="private")
+        demo.load(preview, target_dd, [scene_plot, target_msg], api_visibility="private")
+
+        def on_upload(file: Any, request: gr.Request):
+            sess = sessions.get(request)
+            if file is None:
+                return gr.skip(), gr.skip(), ""
+            path = file if isinstance(file, str) else getattr(file, "path", None) or getattr(file, "name", "")
+            try:
+                asset = load_upload(path, os.path.basename(str(path)))
+            except AssetError as exc:
+                return gr.skip(), gr.skip(), f"⚠️ {exc}"
+            except Exception as exc:  # never let a malformed upload take the page down
+                return gr.skip(), gr.skip(), f"⚠️ That file could not be used ({type(exc).__name__})."
+            sess.uploaded = asset
+            from recon.targets import target_points
+
+            return (gr.update(value=UPLOADED),
+                    vis.scene_figure(target_points=target_points(asset), title=f"target: {asset.name}"),
+                    f"Uploaded **{asset.name}**: {asset.verts.shape[0]:,} vertices, {asset.num_faces:,} faces, "
+                    "centred and scaled into [-1, 1]³ as the tutorials do.")
+
+        upload.upload(on_upload, upload, [target_dd, scene_plot, target_msg], api_name="upload")
+
+        def run_stream(data: dict, request: gr.Request):
+            """Start a run for this session and stream its progress until it ends."""
+            sess = sessions.get(request)
+            method, target = data[method_dd], data[target_dd]
+            from recon.device import describe, pick_device
+            from recon.targets import target_points
+
+            try:
+                cls = get_method(method)
+                asset = resolve_target(sess, target)
+                cfg, messages = from_values(cls.Config, knob_values(method, data))
+                device = pick_device()
+            except (AssetError, KeyError, RuntimeError) as exc:
+                yield f"error · {exc}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return
+            for msg in messages:
+                gr.Warning(msg)
+            with sess.lock:
+                if sess.run is not None:
+                    sess.run.close()  # one run per session: the previous one ends and frees its memory
+                run = Run(cls, asset, cfg, device, slots=slots).start()
+                sess.run, sess.run_target = run, asset
+            dev_name = describe(device)
+            tpts = target_points(asset)
+            seq_sent, scene_sent_at = -1, 0.0
+            metrics_len = -1
+            try:
+                while True:
+                    finished = run.finished  # read before building the update, so the last one is complete
+                    st = run.status()
+                    scene = img = gr.skip()
+                    now = time.monotonic()
+                    seq, snap = run.latest_snapshot()
+                    if seq != seq_sent and (finished or now - scene_sent_at >= SCENE_REFRESH_S or seq_sent < 0):
+                        scene = vis.snapshot_figure(snap, tpts, title=f"{cls.title}: {asset.name}")
+                        img = views_image(snap) if snap is not None and snap.images else gr.skip()
+                        seq_sent, scene_sent_at = seq, now
+                        run.request_snapshot()
+                    metrics = gr.skip()
+                    if len(run.metric_history) != metrics_len:
+                        metrics_len = len(run.metric_history)
+                        metrics = vis.metrics_figure(list(run.metric_history), METRIC_LABELS)
+                    loss = vis.loss_figure(list(run.history), list(run.events))
+                    yield status_text(st, dev_name, slots.capacity), loss, scene, metrics, img
+                    if finished and not run.alive:
+                        break
+                    time.sleep(REFRESH_S)
+            finally:
+                if not run.finished:  # the tab closed or the event was cancelled: end the worker too
+                    run.stop()
+
+        run_event = run_btn.click(run_stream, {method_dd, target_dd, *all_knobs},
+                                  [status, loss_plot, scene_plot, metrics_plot, views],
+                                  api_name="run", concurrency_limit=None)
+
+        def on_pause(request: gr.Request):
+            run = sessions.get(request).run
+            if run is None or run.finished:
+                return gr.update(value="Pause")
+            if run.paused:
+                run.resume()
+                return gr.update(value="Pause")
+            run.pause()
+            return gr.update(value="Resume")
+
+        pause_btn.click(on_pause, None, pause_btn, api_name="pause", concurrency_limit=None)
+
+        def on_stop(request: gr.Request):
+            run = sessions.get(request).run
+            if run is not None:
+                run.stop()
+                run.join(5)
+            return gr.update(value="Pause")
+
+        stop_btn.click(on_stop, None, pause_btn, api_name="stop", concurrency_limit=None)
+        run_event.then(lambda: gr.update(value="Pause"), None, pause_btn, api_visibility="private")
+        def on_unload(request: gr.Request):
+            sessions.drop(request)
+
+        demo.unload(on_unload)
+
+    demo.recon_sessions = sessions  # for tests and diagnostics
+    demo.recon_slots = slots
+    return demo
+
+
+def main() -> None:
+    demo = build_demo()
+    demo.queue(max_size=64, default_concurrency_limit=None)
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        ssr_mode=False,
+        show_error=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

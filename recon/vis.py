@@ -1,0 +1,181 @@
+"""Plain data -> plotly figures and uint8 images. Returns figures, never shows them.
+
+plotly is imported lazily so that the method code stays importable on machines without it.
+Figures carry a fixed ``uirevision`` so the browser keeps the user's rotation and zoom when a
+newer figure replaces an older one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .methods.base import MeshData, PointData, Snapshot
+
+#: Most points drawn per line in the loss chart (longer histories are thinned evenly).
+MAX_LINE_POINTS = 1500
+#: Most points drawn in a point cloud (target points, density voxels).
+MAX_CLOUD_POINTS = 20_000
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def _go():
+    import plotly.graph_objects as go
+
+    return go
+
+
+def _thin(rows: Sequence[dict], limit: int = MAX_LINE_POINTS) -> Sequence[dict]:
+    if len(rows) <= limit:
+        return rows
+    idx = np.linspace(0, len(rows) - 1, limit).round().astype(int)
+    return [rows[i] for i in idx]
+
+
+def _base_layout(title: str, height: int) -> dict[str, Any]:
+    return dict(title=dict(text=title, x=0.02, font=dict(size=14)), height=height,
+                margin=dict(l=50, r=10, t=40, b=40), template="plotly_white", uirevision="keep",
+                legend=dict(orientation="h", y=-0.2))
+
+
+def loss_figure(history: Sequence[dict], events: Sequence[dict] = (), overlays: Sequence[tuple[str, Sequence[dict]]] = (),
+                height: int = 300):
+    """Loss terms and total against iteration, log scale; live edits as dotted vertical lines.
+
+    `overlays` are (label, history) pairs of earlier runs, drawn as faint total-loss lines.
+    """
+    go = _go()
+    fig = go.Figure()
+    rows = _thin(history)
+    keys = [k for k in (rows[0] if rows else {}) if k not in ("iteration", "time")]
+    keys = [k for k in keys if k != "total"] + (["total"] if "total" in keys else [])
+    its = [r["iteration"] for r in rows]
+    for i, key in enumerate(keys):
+        is_total = key == "total"
+        fig.add_trace(go.Scatter(
+            x=its, y=[max(r[key], 1e-12) for r in rows], mode="lines", name=key,
+            line=dict(width=3 if is_total else 1.5, color="#222" if is_total else PALETTE[i % len(PALETTE)]),
+        ))
+    for label, past in overlays:
+        past_rows = _thin(past)
+        if past_rows and "total" in past_rows[0]:
+            fig.add_trace(go.Scatter(x=[r["iteration"] for r in past_rows], y=[max(r["total"], 1e-12) for r in past_rows],
+                                     mode="lines", name=f"{label} total", opacity=0.55, line=dict(width=2, dash="dash")))
+    for ev in events:
+        fig.add_vline(x=ev["iteration"], line=dict(color="#888", dash="dot", width=1),
+                      annotation_text=f"{ev['name']}={ev['value']:.3g}", annotation_font_size=10,
+                      annotation_textangle=-90)
+    fig.update_layout(**_base_layout("Loss", height), xaxis_title="iteration", yaxis_type="log")
+    if not rows and not overlays:
+        fig.add_annotation(text="Press Run to start", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
+
+def metrics_figure(metric_history: Sequence[dict], labels: dict[str, str] | None = None, height: int = 240):
+    """Held-out quality metrics against iteration, one y axis per metric (up to two)."""
+    go = _go()
+    fig = go.Figure()
+    rows = _thin(metric_history)
+    keys = [k for k in (rows[0] if rows else {}) if k not in ("iteration", "time")]
+    labels = labels or {}
+    for i, key in enumerate(keys[:2]):
+        fig.add_trace(go.Scatter(x=[r["iteration"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
+                                 name=labels.get(key, key), yaxis="y" if i == 0 else "y2",
+                                 line=dict(color=PALETTE[(i + 3) % len(PALETTE)])))
+    layout = _base_layout("Held-out quality", height)
+    layout["xaxis_title"] = "iteration"
+    if keys:
+        layout["yaxis"] = dict(title=labels.get(keys[0], keys[0]))
+        if keys[0].startswith("chamfer"):
+            layout["yaxis"]["type"] = "log"
+    if len(keys) > 1:
+        layout["yaxis2"] = dict(title=labels.get(keys[1], keys[1]), overlaying="y", side="right")
+    fig.update_layout(**layout)
+    if not rows:
+        fig.add_annotation(text="Quality is measured while the run goes", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+    return fig
+
+
+def _cap(xyz: np.ndarray, colors: np.ndarray | None, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if len(xyz) <= limit:
+        return xyz, colors
+    idx = np.random.default_rng(0).choice(len(xyz), limit, replace=False)
+    return xyz[idx], None if colors is None else colors[idx]
+
+
+def _rgb_strings(colors: np.ndarray) -> list[str]:
+    c = (np.clip(colors, 0, 1) * 255).round().astype(int)
+    return [f"rgb({r},{g},{b})" for r, g, b in c]
+
+
+def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
+                 target_points: np.ndarray | None = None, title: str = "3D view", height: int = 460):
+    """The current mesh and/or point cloud, with the target's points for reference."""
+    go = _go()
+    fig = go.Figure()
+    if target_points is not None and len(target_points):
+        tp, _ = _cap(np.asarray(target_points), None, MAX_CLOUD_POINTS)
+        fig.add_trace(go.Scatter3d(x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name="target points",
+                                   marker=dict(size=1.5, color="rgba(120,120,120,0.45)")))
+    if mesh is not None:
+        v, f = mesh.verts, mesh.faces
+        kw: dict[str, Any] = dict(color="#4f8fd6")
+        if mesh.colors is not None:
+            kw = dict(vertexcolor=_rgb_strings(mesh.colors))
+        fig.add_trace(go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], name="current mesh",
+                                flatshading=True, showlegend=True,
+                                lighting=dict(ambient=0.45, diffuse=0.8, specular=0.15, roughness=0.6),
+                                lightposition=dict(x=100, y=200, z=300), **kw))
+    if points is not None and len(points.xyz):
+        xyz, col = _cap(points.xyz, points.colors, MAX_CLOUD_POINTS)
+        marker: dict[str, Any] = dict(size=2.5)
+        marker["color"] = _rgb_strings(col) if col is not None else "#d62728"
+        fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name="density points",
+                                   marker=marker))
+    axis = dict(range=[-1.3, 1.3], showbackground=False, title="", showticklabels=False, showgrid=True,
+                gridcolor="#eee", zeroline=False)
+    fig.update_layout(
+        title=dict(text=title, x=0.02, font=dict(size=14)), height=height, margin=dict(l=0, r=0, t=36, b=0),
+        uirevision="keep", showlegend=True, legend=dict(orientation="h", y=0.02),
+        scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
+                   camera=dict(eye=dict(x=1.2, y=0.6, z=1.6), up=dict(x=0, y=1, z=0))),
+    )
+    return fig
+
+
+def snapshot_figure(snap: Snapshot | None, target_points: np.ndarray | None, title: str = "3D view"):
+    if snap is None:
+        return scene_figure(target_points=target_points, title=title)
+    return scene_figure(mesh=snap.mesh, points=snap.points, target_points=target_points,
+                        title=f"{title} - iteration {snap.iteration}")
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as uint8 RGB."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    img = img[..., :3]
+    return (np.clip(np.nan_to_num(img), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def side_by_side(images: Sequence[np.ndarray], gap: int = 4, scale: int = 1) -> np.ndarray:
+    """uint8 images of equal height placed in a row with a white gap, optionally enlarged."""
+    h = max(im.shape[0] for im in images)
+    parts = []
+    for i, im in enumerate(images):
+        if im.shape[0] != h:  # nearest-neighbour resize to a common height
+            idx = (np.arange(h) * im.shape[0] / h).astype(int)
+            im = im[idx][:, (np.arange(int(im.shape[1] * h / im.shape[0])) * im.shape[0] / h).astype(int)]
+        parts.append(im)
+        if i < len(images) - 1:
+            parts.append(np.full((h, gap, 3), 255, np.uint8))
+    out = np.concatenate(parts, axis=1)
+    if scale > 1:
+        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
+    return out
