@@ -37,7 +37,7 @@ def _thin(rows: Sequence[dict], limit: int = MAX_LINE_POINTS) -> Sequence[dict]:
 def _base_layout(title: str, height: int) -> dict[str, Any]:
     return dict(title=dict(text=title, x=0.02, font=dict(size=14)), height=height,
                 margin=dict(l=50, r=10, t=40, b=40), template="plotly_white", uirevision="keep",
-                legend=dict(orientation="h", y=-0.2))
+                legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", font=dict(size=10)))
 
 
 def loss_figure(history: Sequence[dict], events: Sequence[dict] = (), overlays: Sequence[tuple[str, Sequence[dict]]] = (),
@@ -119,7 +119,7 @@ def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
     if target_points is not None and len(target_points):
         tp, _ = _cap(np.asarray(target_points), None, MAX_CLOUD_POINTS)
         fig.add_trace(go.Scatter3d(x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name="target points",
-                                   marker=dict(size=1.5, color="rgba(120,120,120,0.45)")))
+                                   marker=dict(size=2, color="rgba(200,70,60,0.55)")))
     if mesh is not None:
         v, f = mesh.verts, mesh.faces
         kw: dict[str, Any] = dict(color="#4f8fd6")
