@@ -4,9 +4,12 @@ Run it with ``python app.py`` (or ``make run``). ``build_demo()`` builds the pag
 work, so tests can import this module and launch it in-process.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Gradio finds the `request: gr.Request` parameters by
+# resolving annotations, and string annotations naming the locally imported `gr` cannot be resolved,
+# so every handler would get request=None and all browser sessions would share one state.
 import os
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from recon import vis
-from recon.assets import BUILTINS, UPLOAD_EXTENSIONS, AssetError, MeshAsset, load_builtin, load_upload
+from recon.assets import (BUILTINS, MAX_FACES, MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, AssetError, MeshAsset, load_builtin,
+                          load_upload)
 from recon.methods import METHODS, get_method
 from recon.params import Knob, from_values, knobs
 from recon.runner import Run, RunSlots
@@ -37,6 +41,14 @@ class SessionState:
     run_target: MeshAsset | None = None
     uploaded: MeshAsset | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    export_dir: str | None = None  # this session's downloads; created on first use, removed with the session
+    pending_config: tuple[str, dict] | None = None  # (method, knob values) a loaded config waits to apply
+
+    def downloads_dir(self) -> str:
+        with self.lock:
+            if self.export_dir is None:
+                self.export_dir = tempfile.mkdtemp(prefix="recon-session-")
+            return self.export_dir
 
 
 class Sessions:
@@ -57,6 +69,8 @@ class Sessions:
             sess = self._by_hash.pop(key, None)
         if sess is not None and sess.run is not None:
             sess.run.close()
+        if sess is not None and sess.export_dir is not None:
+            shutil.rmtree(sess.export_dir, ignore_errors=True)
 
     def __len__(self) -> int:
         with self._lock:
@@ -169,7 +183,8 @@ def build_demo(max_runs: int | None = None) -> Any:
         cls, line = METHODS[name]
         return f"**{cls.title}.** {line}. Follows the PyTorch3D tutorial *{cls.tutorial}*.\n\n{cls.explain}"
 
-    with gr.Blocks(title="recon: 3D reconstruction playground") as demo:
+    # delete_cache: gradio's own copies of uploads and downloads (not tied to a session) go after 2 h.
+    with gr.Blocks(title="recon: 3D reconstruction playground", delete_cache=(3600, 7200)) as demo:
         gr.Markdown("# recon\nWatch a 3D reconstruction converge: pick a target and a method, move the "
                     "sliders, press **Run**.")
         with gr.Row(equal_height=False):
@@ -179,11 +194,20 @@ def build_demo(max_runs: int | None = None) -> Any:
                 with gr.Accordion("About this method", open=False):
                     method_md = gr.Markdown(method_intro(method_names[0]), elem_id="method-info")
                 target_dd = gr.Dropdown(choices=[*BUILTINS, UPLOADED], value="cow", label="Target",
-                                        info="; ".join(f"{n}: {d[1]}" for n, d in BUILTINS.items()),
                                         elem_id="target")
-                upload = gr.File(label=f"Upload a mesh ({', '.join(UPLOAD_EXTENSIONS)})",
-                                 file_types=list(UPLOAD_EXTENSIONS), elem_id="upload", height=90)
                 target_msg = gr.Markdown("", elem_id="target-msg")
+                with gr.Accordion("Upload your own mesh", open=False):
+                    upload = gr.File(label=f"Mesh file ({', '.join(UPLOAD_EXTENSIONS)}; at most "
+                                           f"{MAX_UPLOAD_BYTES // 2**20} MB and {MAX_FACES:,} faces)",
+                                     file_types=list(UPLOAD_EXTENSIONS), elem_id="upload", height=90)
+                with gr.Accordion("Load a saved config", open=False):
+                    config_upload = gr.File(label="Config .json (from Downloads or `python -m recon fit`)",
+                                            file_types=[".json"], elem_id="config-upload", height=90)
+                config_msg = gr.Markdown("", elem_id="config-msg")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    pause_btn = gr.Button("Pause", elem_id="pause")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Row():
                     preset_dd = gr.Dropdown(choices=["Defaults", *get_method(method_names[0]).presets],
                                             value="Defaults", label="Preset", elem_id="preset", scale=3)
@@ -198,10 +222,6 @@ def build_demo(max_runs: int | None = None) -> Any:
                                 comps.extend(_knob_component(gr, m, k) for k in knob_lists[m] if k.group == group)
                     knob_components[m] = comps
                     knob_columns.append(col)
-                with gr.Row():
-                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
-                    pause_btn = gr.Button("Pause", elem_id="pause")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Column(scale=7, min_width=480):
                 status = gr.Textbox(label="Status", value="idle · press Run", lines=3, max_lines=4,
                                     interactive=False, elem_id="status")
@@ -212,6 +232,21 @@ def build_demo(max_runs: int | None = None) -> Any:
                     scene_plot = gr.Plot(label="3D view", elem_id="scene-plot", scale=3)
                     views = gr.Image(label="target | current render (top), silhouettes (bottom)",
                                      elem_id="views", visible=False, interactive=False, scale=2)
+                turntable_img = gr.Image(label="Turntable of the result", elem_id="turntable", type="filepath",
+                                         visible=False, interactive=False, height=320)
+                # Always visible: a Model3D first shown inside a hidden container never draws (gradio 6.31).
+                with gr.Group(elem_id="downloads") as downloads_box:
+                    gr.Markdown("### Downloads\nWhen a run ends or is stopped: the result (GLB; volumetric "
+                                "methods: the surface at the threshold below), turntable and timelapse videos, "
+                                "loss history and config.")
+                    result_3d = gr.Model3D(label="Result", elem_id="result-3d", height=360, interactive=False)
+                    result_files = gr.Files(label="Files", elem_id="result-files", interactive=False)
+                    with gr.Row():
+                        iso_level = gr.Number(value=0, minimum=0, label="Surface threshold (volume, NeRF)",
+                                              info="Density at which the surface is extracted; 0: half the "
+                                                   "largest density.", elem_id="iso-level", scale=3)
+                        reexport_btn = gr.Button("Export again", elem_id="reexport", scale=1, size="sm")
+                    export_msg = gr.Markdown("", elem_id="export-msg")
 
         all_knobs = [c for m in method_names for c in knob_components[m]]
 
@@ -219,13 +254,18 @@ def build_demo(max_runs: int | None = None) -> Any:
             return {k.name: data[c] for k, c in zip(knob_lists[method], knob_components[method])}
 
         # --- events ---------------------------------------------------------------------------
-        def on_method(name: str):
+        def on_method(name: str, request: gr.Request):
             cls = get_method(name)
             has_images = bool(getattr(cls, "shows_images", False))
             preset = device_preset(cls)
+            knob_updates = preset_updates(name, preset)
+            sess = sessions.get(request)
+            pending, sess.pending_config = sess.pending_config, None
+            if pending is not None and pending[0] == name:  # a loaded config chose this method: keep its values
+                knob_updates = ordered_for(name, [gr.update(value=pending[1][k.name]) for k in knob_lists[name]])
             return ([gr.update(visible=(m == name)) for m in method_names]
                     + [method_intro(name), gr.update(choices=["Defaults", *cls.presets], value=preset),
-                       gr.update(visible=has_images)] + preset_updates(name, preset))
+                       gr.update(visible=has_images)] + knob_updates)
 
         method_dd.change(on_method, method_dd, [*knob_columns, method_md, preset_dd, views, *all_knobs],
                          api_visibility="private")
@@ -262,7 +302,8 @@ def build_demo(max_runs: int | None = None) -> Any:
             from recon.targets import target_points
 
             return (vis.scene_figure(target_points=target_points(asset), title=f"target: {asset.name}"),
-                    f"Target **{asset.name}**: {asset.verts.shape[0]:,} vertices, {asset.num_faces:,} faces.")
+                    f"Target **{asset.name}**: {asset.verts.shape[0]:,} vertices, {asset.num_faces:,} faces. "
+                    + (BUILTINS[target][1] + "." if target in BUILTINS else ""))
 
         target_dd.change(preview, target_dd, [scene_plot, target_msg], api_visibility="private")
         demo.load(preview, target_dd, [scene_plot, target_msg], api_visibility="private")
@@ -284,7 +325,8 @@ def build_demo(max_runs: int | None = None) -> Any:
             return (gr.update(value=UPLOADED),
                     vis.scene_figure(target_points=target_points(asset), title=f"target: {asset.name}"),
                     f"Uploaded **{asset.name}**: {asset.verts.shape[0]:,} vertices, {asset.num_faces:,} faces, "
-                    "centred and scaled into [-1, 1]³ as the tutorials do.")
+                    "centred and scaled into [-1, 1]³ as the tutorials do."
+                    + "".join(f"\n\nNote: {n}" for n in asset.notes))
 
         upload.upload(on_upload, upload, [target_dd, scene_plot, target_msg], api_name="upload")
 
@@ -331,7 +373,10 @@ def build_demo(max_runs: int | None = None) -> Any:
                         metrics_len = len(run.metric_history)
                         metrics = vis.metrics_figure(list(run.metric_history), METRIC_LABELS)
                     loss = vis.loss_figure(list(run.history), list(run.events))
-                    yield status_text(st, dev_name, slots.capacity), loss, scene, metrics, img
+                    text = status_text(st, dev_name, slots.capacity)
+                    if messages:  # API clients never see gr.Warning toasts: repeat what was clamped
+                        text += "\nadjusted: " + "; ".join(messages)
+                    yield text, loss, scene, metrics, img
                     if finished and not run.alive:
                         break
                     time.sleep(REFRESH_S)
@@ -364,6 +409,84 @@ def build_demo(max_runs: int | None = None) -> Any:
 
         stop_btn.click(on_stop, None, pause_btn, api_name="stop", concurrency_limit=None)
         run_event.then(lambda: gr.update(value="Pause"), None, pause_btn, api_visibility="private")
+
+        # --- downloads and configs ------------------------------------------------------------
+        def export_downloads(threshold: float | None, request: gr.Request):
+            """Write the finished run's files into this session's folder and show them."""
+            from recon.export import export_run
+
+            sess = sessions.get(request)
+            run, asset = sess.run, sess.run_target
+            if run is None or asset is None or run.alive:
+                return gr.skip(), None, None, ""
+            root = sess.downloads_dir()
+            for old in os.listdir(root):  # only the latest run's files are kept
+                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+            notes: list[str] = []
+            source = "builtin" if asset.key.startswith("builtin:") else "upload"
+            try:
+                files = export_run(run, os.path.join(root, f"run{run.ticket}"), asset.name, source,
+                                   threshold=threshold if threshold and threshold > 0 else None, notes=notes)
+            except Exception as exc:  # an export problem must not take the page down
+                return gr.update(visible=True), None, None, f"⚠️ Export failed ({type(exc).__name__}: {exc})"
+            glb = str(files["glb"]) if "glb" in files else None
+            return (gr.update(visible=True), glb, [str(p) for p in files.values()] or None,
+                    " ".join(f"⚠️ {n}" for n in notes))
+
+        export_outputs = [downloads_box, result_3d, result_files, export_msg]
+        run_btn.click(lambda: (None, None, ""), None, [result_3d, result_files, export_msg], api_visibility="private")
+        export_event = run_event.then(export_downloads, iso_level, export_outputs, api_name="export",
+                                      concurrency_limit=None)
+
+        def show_turntable(request: gr.Request):
+            """The finished run's turntable, shown in the page: the GIF the export has just written."""
+            import glob
+
+            sess = sessions.get(request)
+            gifs = glob.glob(os.path.join(sess.downloads_dir(), "*", "*_turntable.gif"))
+            if not gifs:
+                return gr.update(value=None, visible=False)
+            return gr.update(value=max(gifs, key=os.path.getmtime), visible=True)
+
+        export_event.then(show_turntable, None, turntable_img, api_visibility="private")
+        run_btn.click(lambda: gr.update(value=None, visible=False), None, turntable_img, api_visibility="private")
+        reexport_btn.click(export_downloads, iso_level, export_outputs, api_visibility="private",
+                           concurrency_limit=None).then(show_turntable, None, turntable_img,
+                                                        api_visibility="private")
+
+        def on_config(file: Any, method: str, request: gr.Request):
+            """A config JSON sets the method, the target (when available) and every setting."""
+            from recon.export import ConfigError, load_config
+            from recon.params import to_values
+
+            skip_all = [gr.skip(), gr.skip(), *([gr.skip()] * len(all_knobs))]
+            if file is None:
+                return [*skip_all, ""]
+            path = file if isinstance(file, str) else getattr(file, "path", None) or getattr(file, "name", "")
+            try:
+                loaded = load_config(path)
+            except ConfigError as exc:
+                return [*skip_all, f"⚠️ {exc}"]
+            sess = sessions.get(request)
+            values = to_values(loaded.cfg)
+            notes = list(loaded.messages)
+            target = gr.skip()
+            if loaded.target in BUILTINS and loaded.target_source == "builtin":
+                target = gr.update(value=loaded.target)
+            elif sess.uploaded is not None and loaded.target == sess.uploaded.name:
+                target = gr.update(value=UPLOADED)
+            elif loaded.target:
+                notes.append(f"target {loaded.target!r} is not here: upload that mesh, then pick it")
+            if loaded.method != method:  # the method change resets the sliders: let it apply these instead
+                sess.pending_config = (loaded.method, values)
+            knob_updates = ordered_for(loaded.method,
+                                       [gr.update(value=values[k.name]) for k in knob_lists[loaded.method]])
+            msg = f"Loaded the config: **{get_method(loaded.method).title}**, {len(values)} settings."
+            return [gr.update(value=loaded.method), target, *knob_updates,
+                    msg + "".join(f"\n\nNote: {n}" for n in notes)]
+
+        config_upload.upload(on_config, [config_upload, method_dd], [method_dd, target_dd, *all_knobs, config_msg],
+                             api_name="load_config")
         def on_unload(request: gr.Request):
             sessions.drop(request)
 
@@ -374,7 +497,24 @@ def build_demo(max_runs: int | None = None) -> Any:
     return demo
 
 
+def _import_pytorch3d() -> None:
+    """Import PyTorch3D's packages on this thread, before any other thread can: their circular
+    imports, first run from two threads at once (a run's worker, a page handler, a warm-up), can
+    fail with "cannot import name ... from partially initialized module"."""
+    import pytorch3d.loss  # noqa: F401
+    import pytorch3d.ops  # noqa: F401
+    import pytorch3d.renderer  # noqa: F401
+    import pytorch3d.utils  # noqa: F401
+
+
+def _warm_up() -> None:
+    """Load the default target in the background, so the first Run starts fast."""
+    load_builtin("cow")
+
+
 def main() -> None:
+    _import_pytorch3d()
+    threading.Thread(target=_warm_up, name="recon-warm-up", daemon=True).start()
     demo = build_demo()
     demo.queue(max_size=64, default_concurrency_limit=None)
     demo.launch(
@@ -382,6 +522,7 @@ def main() -> None:
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         ssr_mode=False,
         show_error=True,
+        max_file_size=MAX_UPLOAD_BYTES,  # gradio refuses bigger uploads before they reach the disk
     )
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,6 +51,7 @@ class MeshAsset:
     faces: torch.Tensor  # (F, 3) int64
     vert_colors: torch.Tensor  # (V, 3) float32 in [0, 1]; used when there is no texture
     texture: UVTexture | None = None
+    notes: tuple[str, ...] = ()  # things worth telling the uploader about a mesh that was accepted
 
     @property
     def num_faces(self) -> int:
@@ -99,6 +102,12 @@ def check_mesh(verts: torch.Tensor, faces: torch.Tensor, what: str) -> None:
         raise AssetError(f"{what} has no faces (is it a point cloud?). A triangle mesh is needed.")
     if faces.shape[1] != 3:
         raise AssetError(f"{what} has faces with {faces.shape[1]} corners; triangles are needed.")
+    if faces.shape[0] > MAX_FACES:
+        raise AssetError(
+            f"{what} has {faces.shape[0]:,} faces; the limit is {MAX_FACES:,}. "
+            "Simplify it first (e.g. Blender's Decimate modifier or MeshLab's Quadric Edge Collapse "
+            "Decimation) and upload the result."
+        )
     if not torch.isfinite(verts).all():
         raise AssetError(f"{what} has NaN or infinite vertex coordinates.")
     if faces.min() < 0 or faces.max() >= verts.shape[0]:
@@ -106,28 +115,31 @@ def check_mesh(verts: torch.Tensor, faces: torch.Tensor, what: str) -> None:
             f"{what} has face indices outside the vertex range 0..{verts.shape[0] - 1} "
             f"(found {int(faces.min())}..{int(faces.max())})."
         )
-    if faces.shape[0] > MAX_FACES:
-        raise AssetError(
-            f"{what} has {faces.shape[0]:,} faces; the limit is {MAX_FACES:,}. "
-            "Simplify it first (e.g. Blender's Decimate or MeshLab's quadric edge collapse)."
-        )
-    used = verts[faces.unique()]
+    used = verts[faces.unique()].double()  # float64: huge but finite coordinates must not overflow
     extent = (used.max(0).values - used.min(0).values).max()
-    if not extent > 1e-9:
+    if not extent > 1e-9 * used.abs().max().clamp_min(1e-30):
         raise AssetError(f"{what} is degenerate: all its faces collapse to a point.")
-    v0, v1, v2 = (verts[faces[:, i]] for i in range(3))
+    v0, v1, v2 = (verts[faces[:, i]].double() / extent for i in range(3))
     areas = torch.linalg.cross(v1 - v0, v2 - v0).norm(dim=1)
-    if not (areas > 1e-12 * extent**2).any():
+    if not (areas > 1e-12).any():
         raise AssetError(f"{what} is degenerate: all its faces have zero area.")
 
 
-def _asset(key: str, name: str, verts: torch.Tensor, faces: torch.Tensor, texture=None) -> MeshAsset:
+def non_manifold_edges(faces: torch.Tensor) -> int:
+    """How many edges are shared by more than two faces."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values  # (3F, 2)
+    _, counts = edges.unique(dim=0, return_counts=True)
+    return int((counts > 2).sum())
+
+
+def _asset(key: str, name: str, verts: torch.Tensor, faces: torch.Tensor, texture=None,
+           what: str | None = None, notes: tuple[str, ...] = ()) -> MeshAsset:
     verts = verts.float()
     faces = faces.long()
-    check_mesh(verts, faces, f"The mesh {name!r}")
+    check_mesh(verts, faces, what or f"The mesh {name!r}")
     verts = normalise(verts)
     return MeshAsset(key=key, name=name, verts=verts, faces=faces, vert_colors=colour_ramp(verts),
-                     texture=texture)
+                     texture=texture, notes=notes)
 
 
 # --- built-in targets ---------------------------------------------------------------------
@@ -197,18 +209,62 @@ def load_builtin(name: str) -> MeshAsset:
 # --- uploads ---------------------------------------------------------------------------------
 
 
+def display_name(filename: str, limit: int = 60) -> str:
+    """The uploaded file's name as messages show it: no directories, no control characters, at most
+    `limit` characters (the extension kept); never empty."""
+    name = unicodedata.normalize("NFC", str(filename)).replace("\\", "/").rsplit("/", 1)[-1]
+    name = " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name).split())
+    if len(name) > limit:
+        ext = Path(name).suffix if len(Path(name).suffix) <= 8 else ""
+        name = name[: limit - 1 - len(ext)] + "…" + ext
+    return name or "(unnamed file)"
+
+
 def safe_name(filename: str) -> str:
     """A display/file-name-safe stem: no path, only letters, digits, '-', '_'; never empty."""
     stem = Path(str(filename).replace("\\", "/")).name
     stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()  # "tëapot" -> "teapot"
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:48]
     return stem or "upload"
 
 
-def _read_mesh(path: str, ext: str) -> tuple[torch.Tensor, torch.Tensor]:
+#: Leading bytes of common files that are not meshes, so the message can say what was uploaded.
+_NOT_MESH_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive (unzip it and upload the mesh inside)"),
+    (b"\x1f\x8b", "a gzip archive (decompress it first)"),
+    (b"7z\xbc\xaf", "a 7-Zip archive (extract the mesh first)"),
+    (b"\x7fELF", "a program"),
+    (b"MZ", "a Windows program"),
+    (b"\x80\x02", "a Python pickle (never loaded here)"),
+    (b"\x80\x03", "a Python pickle (never loaded here)"),
+    (b"\x80\x04", "a Python pickle (never loaded here)"),
+    (b"\x80\x05", "a Python pickle (never loaded here)"),
+)
+
+
+def _sniff_not_mesh(head: bytes, ext: str) -> str | None:
+    """What kind of non-mesh file `head` starts, or None. A binary STL's 80-byte header is free text,
+    so it is only sniffed for the unambiguous image and archive signatures."""
+    if ext == ".glb" and head.startswith(b"glTF"):
+        return None
+    for magic, what in _NOT_MESH_MAGIC:
+        if head.startswith(magic) and not (ext == ".stl" and len(magic) < 3):
+            return what
+    if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return "a web page"
+    return None
+
+
+def _read_mesh(path: str, data: bytes, ext: str) -> tuple[torch.Tensor, torch.Tensor]:
     if ext == ".obj":
         from pytorch3d.io import load_obj
 
+        # No textures: an OBJ's mtllib/map_Kd names must never make the server open other files.
         verts, faces, _ = load_obj(path, load_textures=False)
         return verts, faces.verts_idx
     if ext in (".ply", ".off"):
@@ -218,17 +274,25 @@ def _read_mesh(path: str, ext: str) -> tuple[torch.Tensor, torch.Tensor]:
         return mesh.verts_list()[0], mesh.faces_list()[0]
     import trimesh
 
-    loaded = trimesh.load(path, file_type=ext[1:], force="mesh", process=False)
+    # From memory and without a resolver: a glTF's external buffer/image URIs cannot reach the disk.
+    loaded = trimesh.load(io.BytesIO(data), file_type=ext[1:], force="mesh", process=False)
     if not isinstance(loaded, trimesh.Trimesh):
         raise AssetError("the file holds no triangle mesh")
     return torch.as_tensor(loaded.vertices, dtype=torch.float32), torch.as_tensor(loaded.faces, dtype=torch.int64)
 
 
 def load_upload(path: str | os.PathLike, filename: str | None = None) -> MeshAsset:
-    """Load, check and normalise an uploaded mesh file; :class:`AssetError` says what is wrong."""
+    """Load, check and normalise an uploaded mesh file; :class:`AssetError` says what is wrong.
+
+    The size limit is checked before anything is parsed. Vertices no face uses are dropped, and the
+    mesh is centred and scaled in float64 so that huge coordinates cannot overflow. A mesh with
+    non-manifold edges is accepted (every method only samples its surface and renders it) and the
+    asset's ``notes`` say so.
+    """
     path = str(path)
-    shown = Path(str(filename or path).replace("\\", "/")).name
-    ext = Path(shown).suffix.lower()
+    shown = display_name(filename or path)
+    base = Path(str(filename or path).replace("\\", "/")).name
+    ext = (Path(base).suffix or (base if base.count(".") == 1 and base.startswith(".") else "")).lower()
     if ext not in UPLOAD_EXTENSIONS:
         raise AssetError(
             f"'{shown}': unsupported file type {ext or '(none)'!r}. Upload one of {', '.join(UPLOAD_EXTENSIONS)}."
@@ -238,17 +302,40 @@ def load_upload(path: str | os.PathLike, filename: str | None = None) -> MeshAss
     except OSError:
         raise AssetError(f"'{shown}': the uploaded file could not be read.") from None
     if size == 0:
-        raise AssetError(f"'{shown}' is empty.")
+        raise AssetError(f"'{shown}' is empty (0 bytes).")
     if size > MAX_UPLOAD_BYTES:
-        raise AssetError(f"'{shown}' is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+        raise AssetError(
+            f"'{shown}' is {size / 2**20:.1f} MB ({size:,} bytes), over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB upload "
+            f"limit. Simplify the mesh (at most {MAX_FACES:,} faces) or save it as binary .ply or .glb."
+        )
     with open(path, "rb") as fh:
         data = fh.read()
+    kind = _sniff_not_mesh(data[:64], ext)
+    if kind is not None:
+        raise AssetError(f"'{shown}' is not a mesh: it looks like {kind}. Upload one of {', '.join(UPLOAD_EXTENSIONS)}.")
     digest = hashlib.sha1(data).hexdigest()[:16]
     try:
-        verts, faces = _read_mesh(path, ext)
+        verts, faces = _read_mesh(path, data, ext)
     except AssetError as exc:
         raise AssetError(f"'{shown}': {exc}") from None
     except Exception as exc:  # loaders raise anything from ValueError to IndexError on junk
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise AssetError(f"'{shown}' could not be read as a {ext} mesh ({reason}).") from None
-    return _asset(f"upload:{digest}", safe_name(shown), verts, faces)
+    what = f"'{shown}'"
+    if verts.numel() == 0 and faces.numel() == 0:
+        raise AssetError(f"{what} holds no mesh: no vertices or faces were found in it. Is it really a {ext} file?")
+    verts, faces = verts.float(), faces.long()
+    check_mesh(verts, faces, what)
+    notes = []
+    used, faces = faces.unique(return_inverse=True)  # (U,), (F, 3) renumbered
+    if used.numel() < verts.shape[0]:
+        n = verts.shape[0] - used.numel()
+        notes.append(f"{n:,} vert{'ex' if n == 1 else 'ices'} that no face uses {'was' if n == 1 else 'were'} dropped.")
+    verts = verts[used].double()
+    verts = (verts - verts.mean(0)) / (verts - verts.mean(0)).abs().max()  # float64: no overflow
+    bad_edges = non_manifold_edges(faces)
+    if bad_edges:
+        notes.append(f"{bad_edges:,} edge{' is' if bad_edges == 1 else 's are'} shared by more than two faces "
+                     "(non-manifold). The mesh is used as it is: the methods only sample points on its surface "
+                     "and render it.")
+    return _asset(f"upload:{digest}", safe_name(shown), verts.float(), faces, what=what, notes=tuple(notes))

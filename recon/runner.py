@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import re
 import threading
 import time
 import traceback
 from collections import deque
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .methods.base import Method, Snapshot
@@ -23,6 +25,8 @@ from .params import knobs
 
 #: Fraction of a run's time that held-out evaluation may take (the rest is optimisation).
 EVAL_BUDGET = 0.05
+#: Most frames a run keeps for its optimisation timelapse (captured at evenly spaced iterations).
+TIMELAPSE_FRAMES = 60
 
 STATES = ("queued", "setup", "running", "paused", "done", "stopped", "error")
 FINISHED = ("done", "stopped", "error")
@@ -84,6 +88,27 @@ def _next_ticket() -> int:
         return next(_tickets)
 
 
+def _finite(snap: Snapshot) -> bool:
+    """Whether a snapshot's geometry is free of NaN/inf (images are uint8, always finite)."""
+    arrays = [snap.mesh.verts if snap.mesh is not None else None, snap.points.xyz if snap.points is not None else None]
+    return all(np.isfinite(a).all() for a in arrays if a is not None)
+
+
+#: Parameters beyond this magnitude have blown up: float32 products of three such numbers (areas,
+#: volumes) overflow, and no method's scene-scale parameters legitimately get near it.
+_BLOWN_UP = 1e12
+
+
+def _diverged(method: Method, exc: BaseException) -> bool:
+    """Whether `exc` comes from parameters that blew up (non-finite or huge, or an error saying so)."""
+    if re.search(r"\b(nan|inf|infinity)\b", str(exc), re.IGNORECASE):
+        return True
+    opt = getattr(method, "optimizer", None)
+    params = [p for g in opt.param_groups for p in g["params"]] if opt is not None else []
+    with torch.no_grad():
+        return any(not bool((p.abs() < _BLOWN_UP).all()) for p in params)  # False for NaN too
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
@@ -92,11 +117,14 @@ class Run:
     """A run of `method_cls` on `asset` with `cfg`, stepping on its own thread.
 
     ``history`` holds one row per iteration (``iteration``, ``time`` and every loss term);
-    ``metric_history`` one row per evaluation; ``events`` the live edits, each with its iteration.
+    ``metric_history`` one row per evaluation; ``events`` the live edits, each with its iteration;
+    ``timelapse`` light snapshots (mesh and/or the "render" image only) at evenly spaced iterations,
+    turned into a video by :mod:`recon.export` after the run.
     """
 
     def __init__(self, method_cls: type[Method], asset: Any, cfg: Any, device: torch.device,
-                 slots: RunSlots | None = None, eval_budget: float = EVAL_BUDGET) -> None:
+                 slots: RunSlots | None = None, eval_budget: float = EVAL_BUDGET,
+                 timelapse_frames: int = TIMELAPSE_FRAMES) -> None:
         self.method_cls = method_cls
         self.asset = asset
         self.cfg = cfg
@@ -108,6 +136,10 @@ class Run:
         self.history: list[dict[str, float]] = []
         self.metric_history: list[dict[str, float]] = []
         self.events: list[dict[str, Any]] = []
+        self.timelapse: list[Snapshot] = []
+        # A frame every `_timelapse_every` iterations (and at iteration 0 and the last), so at most ~N frames.
+        self._timelapse_every = (max(1, math.ceil(self.total / timelapse_frames)) if timelapse_frames > 0
+                                 else 0)
         self.state = "queued"
         self.message = ""
         self.iteration = 0
@@ -234,11 +266,19 @@ class Run:
             self.started_at = time.perf_counter()
             self._set("running", "")
             self._evaluate(method)
+            # iteration 0: a finite state to show even if the first step diverges (and the timelapse's first frame)
+            self._take_snapshot(method, timelapse=bool(self._timelapse_every))
+            self._want_snapshot.set()
             self._loop(method)
         except Exception as exc:  # a failing method must never take the app down
             if _is_oom(exc):
                 self._set("error", f"Out of memory on {self.device.type.upper()} at iteration {self.iteration}: "
                                    "try a smaller size (image size, grid size, points) or fewer views.")
+            elif method is not None and _diverged(method, exc):
+                # e.g. sample_points_from_meshes refusing inf face areas: the same failure as a NaN loss
+                self._set("error", f"The optimisation diverged after iteration {self.iteration}: the parameters "
+                                   f"blew up towards NaN/inf ({str(exc).splitlines()[0][:120]}). The last finite state is "
+                                   "kept. Try a lower learning rate or larger regulariser weights.")
             else:
                 self._set("error", f"{type(exc).__name__} at iteration {self.iteration}: {exc}")
                 traceback.print_exc()
@@ -312,10 +352,11 @@ class Run:
             if last or steps_since_eval * self.eval_budget >= eval_spent * (1 - self.eval_budget):
                 eval_spent = self._evaluate(method)
                 steps_since_eval = 0.0
-            if last or self._want_snapshot.is_set():
-                self._take_snapshot(method)
+            tl_due = self._timelapse_every and (last or self.iteration % self._timelapse_every == 0)
+            if last or tl_due or self._want_snapshot.is_set():
+                self._take_snapshot(method, timelapse=bool(tl_due))
         if self._stop.is_set():
-            self._take_snapshot(method)
+            self._take_snapshot(method, timelapse=bool(self._timelapse_every))
             self._set("stopped", f"Stopped at iteration {self.iteration}.")
         else:
             self._set("done", f"Finished {self.iteration} iterations.")
@@ -330,13 +371,26 @@ class Run:
                 self.metric_history.append(row)
         return spent
 
-    def _take_snapshot(self, method: Method) -> None:
+    def _take_snapshot(self, method: Method, timelapse: bool = False) -> None:
         self._want_snapshot.clear()
         snap = method.snapshot()
+        if not _finite(snap):  # the parameters blew up: the page keeps showing the last finite state
+            return
         snap.iteration = self.iteration
         with self._lock:
             self._snapshot = snap
             self._snapshot_seq += 1
+        if timelapse and not (self.timelapse and self.timelapse[-1].iteration == snap.iteration):
+            self._keep_frame(snap)
+
+    def _keep_frame(self, snap: Snapshot) -> None:
+        """Keep only what a timelapse frame needs: the mesh (its faces shared when unchanged) or the render."""
+        mesh = snap.mesh
+        prev = self.timelapse[-1].mesh if self.timelapse else None
+        if mesh is not None and prev is not None and np.array_equal(mesh.faces, prev.faces):
+            mesh = dataclasses.replace(mesh, faces=prev.faces)
+        images = {"render": snap.images["render"]} if "render" in snap.images else {}
+        self.timelapse.append(Snapshot(iteration=snap.iteration, mesh=mesh, images=images, view=snap.view))
 
     def _apply_pending(self, method: Method) -> None:
         with self._lock:

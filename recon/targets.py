@@ -105,30 +105,51 @@ class TargetViews:
         return FoVPerspectiveCameras(device=device, R=R.to(device), T=T.to(device))
 
 
-def _render(asset: MeshAsset, settings: ViewSettings, R: torch.Tensor, T: torch.Tensor,
-            device: torch.device, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    from pytorch3d.renderer import (BlendParams, FoVPerspectiveCameras, MeshRasterizer, MeshRenderer, PointLights,
+def _render_chunk(mesh, settings: ViewSettings, R: torch.Tensor, T: torch.Tensor,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB (hard rasterisation, Phong) and soft silhouettes of `mesh` from the cameras (R, T)."""
+    from pytorch3d.renderer import (BlendParams, FoVPerspectiveCameras, MeshRenderer, PointLights,
                                     RasterizationSettings, SoftPhongShader, SoftSilhouetteShader)
 
-    mesh = asset.meshes(device)
+    from .render import TiledMeshRasterizer
+
     lights = PointLights(device=device, location=[[0.0, 0.0, -3.0]])
     blend = BlendParams(sigma=1e-4, gamma=1e-4, background_color=settings.background)
     rgb_raster = RasterizationSettings(image_size=settings.image_size, blur_radius=0.0, faces_per_pixel=1)
     sil_raster = RasterizationSettings(image_size=settings.image_size,
                                        blur_radius=math.log(1.0 / 1e-4 - 1.0) * settings.sigma,
                                        faces_per_pixel=settings.faces_per_pixel)
-    images, sils = [], []
-    for start in range(0, R.shape[0], chunk):
-        cams = FoVPerspectiveCameras(device=device, R=R[start:start + chunk].to(device),
-                                     T=T[start:start + chunk].to(device))
-        meshes = mesh.extend(len(cams))
-        rgb = MeshRenderer(MeshRasterizer(cameras=cams, raster_settings=rgb_raster),
-                           SoftPhongShader(device=device, cameras=cams, lights=lights, blend_params=blend))
-        sil = MeshRenderer(MeshRasterizer(cameras=cams, raster_settings=sil_raster), SoftSilhouetteShader())
-        with torch.no_grad():
-            images.append(rgb(meshes, cameras=cams, lights=lights)[..., :3].clamp(0, 1).cpu())
-            sils.append(sil(meshes, cameras=cams, lights=lights)[..., 3].clamp(0, 1).cpu())
-    return torch.cat(images), torch.cat(sils)
+    cams = FoVPerspectiveCameras(device=device, R=R.to(device), T=T.to(device))
+    meshes = mesh.extend(len(cams))
+    rgb = MeshRenderer(TiledMeshRasterizer(cameras=cams, raster_settings=rgb_raster),
+                       SoftPhongShader(device=device, cameras=cams, lights=lights, blend_params=blend))
+    sil = MeshRenderer(TiledMeshRasterizer(cameras=cams, raster_settings=sil_raster),
+                       SoftSilhouetteShader(blend_params=BlendParams(sigma=settings.sigma)))
+    with torch.no_grad():
+        images = rgb(meshes, cameras=cams, lights=lights)[..., :3].clamp(0, 1).cpu()
+        sils = sil(meshes, cameras=cams, lights=lights)[..., 3].clamp(0, 1).cpu()
+    return images, sils
+
+
+def _render(asset: MeshAsset, settings: ViewSettings, R: torch.Tensor, T: torch.Tensor,
+            device: torch.device, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders of `asset` from the cameras (R, T), as (N, H, W, 3) images and (N, H, W) silhouettes.
+
+    On the CPU, chunks of views render on two threads: PyTorch3D's CPU rasteriser runs on one core
+    and releases the GIL, so two chunks in flight use both cores of a small machine.
+    """
+    mesh = asset.meshes(device)
+    starts = range(0, R.shape[0], chunk)
+    jobs = [(R[s:s + chunk], T[s:s + chunk]) for s in starts]
+    if device.type == "cpu" and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = max(1, min(2, torch.get_num_threads()))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda rt: _render_chunk(mesh, settings, rt[0], rt[1], device), jobs))
+    else:
+        parts = [_render_chunk(mesh, settings, r, t, device) for r, t in jobs]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 _views_cache: OrderedDict[tuple, TargetViews] = OrderedDict()
@@ -153,8 +174,10 @@ def render_views(asset: MeshAsset, settings: ViewSettings = ViewSettings(),
     R, T = look_at_view_transform(dist=settings.dist, elev=elev, azim=azim)
     hR, hT = look_at_view_transform(dist=settings.dist, elev=h_elev, azim=h_azim)
     device = torch.device(device)
-    images, sils = _render(asset, settings, R, T, device)
-    h_images, h_sils = _render(asset, settings, hR, hT, device)
+    # training and held-out views in one batch of chunks, so both threads stay busy to the end
+    all_images, all_sils = _render(asset, settings, torch.cat([R, hR]), torch.cat([T, hT]), device)
+    n = R.shape[0]
+    images, sils, h_images, h_sils = all_images[:n], all_sils[:n], all_images[n:], all_sils[n:]
     views = TargetViews(settings, R, T, images, sils, hR, hT, h_images, h_sils)
     with _views_lock:
         render_count += 1

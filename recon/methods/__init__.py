@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from .base import Method
 from .deform import Deform
+from .textured_mesh import TexturedMesh
+from .nerf import Nerf
+from .volume import Volume
 
 METHODS: dict[str, tuple[type[Method], str]] = {
     Deform.name: (Deform, "Deform an ico-sphere into the target with a Chamfer loss and mesh regularisers"),
+    TexturedMesh.name: (TexturedMesh, "Fit a coloured mesh to multi-view images by differentiable rendering"),
+    Volume.name: (Volume, "Fit a voxel grid of densities and colours to multi-view images by ray marching"),
+    Nerf.name: (Nerf, "Fit a small neural radiance field (MLP density and colour) to multi-view images"),
 }
 
 

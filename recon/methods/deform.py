@@ -141,3 +141,11 @@ class Deform(Method):
             mesh=MeshData(verts=mesh.verts_packed().float().cpu().numpy(),
                           faces=mesh.faces_packed().cpu().numpy().astype(np.int64)),
         )
+
+    @torch.no_grad()
+    def turntable(self, frames: int = 36, size: int = 128) -> list[np.ndarray]:
+        """The fitted mesh, plain shaded (deformation fits no colours), from cameras circling it."""
+        from ..render import mesh_turntable
+
+        mesh = self.current_mesh()
+        return mesh_turntable(mesh.verts_packed(), mesh.faces_packed(), None, frames=frames, size=size)
