@@ -136,16 +136,16 @@ def views_image(snap) -> np.ndarray | None:
     return out.repeat(scale, 0).repeat(scale, 1) if scale > 1 else out
 
 
-def _knob_component(gr, method: str, k: Knob):
+def _knob_component(gr, method: str, k: Knob, value: Any):
     eid = f"{method}-{k.name}".replace("_", "-")
     common = dict(label=k.label, info=k.help, elem_id=eid, interactive=True)
     if k.kind == "bool":
-        return gr.Checkbox(value=k.default, **common)
+        return gr.Checkbox(value=value, **common)
     if k.kind == "choice":
-        return gr.Dropdown(choices=list(k.choices), value=k.default, **common)
+        return gr.Dropdown(choices=list(k.choices), value=value, **common)
     if k.log:
-        return gr.Number(value=k.default, minimum=k.lo, maximum=k.hi, step=k.step, **common)
-    return gr.Slider(minimum=k.lo, maximum=k.hi, step=k.step, value=k.default,
+        return gr.Number(value=value, minimum=k.lo, maximum=k.hi, step=k.step, **common)
+    return gr.Slider(minimum=k.lo, maximum=k.hi, step=k.step, value=value,
                      precision=0 if k.kind == "int" else None, **common)
 
 
@@ -173,11 +173,18 @@ def build_demo(max_runs: int | None = None) -> Any:
         return load_builtin(name)
 
     def device_preset(cls) -> str:
-        """The preset a method starts with on this machine (e.g. "Quick" on a CPU), else "Defaults"."""
+        """The preset a method starts with on this machine (e.g. "Quick" on a CPU): recon's default."""
         import torch
 
         kind = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls.device_presets.get(kind, "Defaults")
+        return cls.device_presets.get(kind) or next(iter(cls.presets), "Defaults")
+
+    def preset_choices(cls) -> list[str]:
+        return list(cls.presets) or ["Defaults"]
+
+    def preset_values(cls, preset: str) -> dict[str, Any]:
+        """Every knob's value under `preset`: the config defaults updated with the preset's values."""
+        return {**{k.name: k.default for k in knobs(cls.Config)}, **cls.presets.get(preset, {})}
 
     def method_intro(name: str) -> str:
         cls, line = METHODS[name]
@@ -209,8 +216,10 @@ def build_demo(max_runs: int | None = None) -> Any:
                     pause_btn = gr.Button("Pause", elem_id="pause")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Row():
-                    preset_dd = gr.Dropdown(choices=["Defaults", *get_method(method_names[0]).presets],
-                                            value="Defaults", label="Preset", elem_id="preset", scale=3)
+                    first = get_method(method_names[0])
+                    preset_dd = gr.Dropdown(choices=preset_choices(first), value=device_preset(first),
+                                            label="Preset", elem_id="preset", scale=3,
+                                            info="Sets the sliders; you can still move them.")
                     reset_btn = gr.Button("Reset to defaults", elem_id="reset", scale=1, size="sm")
                 knob_components: dict[str, list] = {}
                 knob_columns = []
@@ -219,7 +228,9 @@ def build_demo(max_runs: int | None = None) -> Any:
                         comps = []
                         for gi, group in enumerate(dict.fromkeys(k.group for k in knob_lists[m])):
                             with gr.Accordion(group, open=gi == 0):
-                                comps.extend(_knob_component(gr, m, k) for k in knob_lists[m] if k.group == group)
+                                start = preset_values(get_method(m), device_preset(get_method(m)))
+                                comps.extend(_knob_component(gr, m, k, start[k.name])
+                                             for k in knob_lists[m] if k.group == group)
                     knob_components[m] = comps
                     knob_columns.append(col)
             with gr.Column(scale=7, min_width=480):
@@ -231,7 +242,8 @@ def build_demo(max_runs: int | None = None) -> Any:
                 with gr.Row():
                     scene_plot = gr.Plot(label="3D view", elem_id="scene-plot", scale=3)
                     views = gr.Image(label="target | current render (top), silhouettes (bottom)",
-                                     elem_id="views", visible=False, interactive=False, scale=2)
+                                     elem_id="views", visible=False, interactive=False, scale=2, height=440,
+                                     buttons=["download", "fullscreen"])
                 turntable_img = gr.Image(label="Turntable of the result", elem_id="turntable", type="filepath",
                                          visible=False, interactive=False, height=320)
                 # Always visible: a Model3D first shown inside a hidden container never draws (gradio 6.31).
@@ -264,18 +276,11 @@ def build_demo(max_runs: int | None = None) -> Any:
             if pending is not None and pending[0] == name:  # a loaded config chose this method: keep its values
                 knob_updates = ordered_for(name, [gr.update(value=pending[1][k.name]) for k in knob_lists[name]])
             return ([gr.update(visible=(m == name)) for m in method_names]
-                    + [method_intro(name), gr.update(choices=["Defaults", *cls.presets], value=preset),
+                    + [method_intro(name), gr.update(choices=preset_choices(cls), value=preset),
                        gr.update(visible=has_images)] + knob_updates)
 
         method_dd.change(on_method, method_dd, [*knob_columns, method_md, preset_dd, views, *all_knobs],
                          api_visibility="private")
-
-        def on_preset(method: str, preset: str):
-            cls = get_method(method)
-            values = {k.name: k.default for k in knob_lists[method]}
-            values.update(cls.presets.get(preset, {}))
-            return [gr.update(value=values[k.name]) for k in knob_lists[method]] + [gr.skip()] * (
-                len(all_knobs) - len(knob_lists[method]))
 
         def ordered_for(method: str, updates: list) -> list:
             """Place `method`'s updates at its slice of all_knobs, skipping the other methods'."""
@@ -286,12 +291,15 @@ def build_demo(max_runs: int | None = None) -> Any:
             return out
 
         def preset_updates(method: str, preset: str):
-            vals = on_preset(method, preset)[: len(knob_lists[method])]
-            return ordered_for(method, vals)
+            values = preset_values(get_method(method), preset)
+            return ordered_for(method, [gr.update(value=values[k.name]) for k in knob_lists[method]])
 
         preset_dd.input(preset_updates, [method_dd, preset_dd], all_knobs, api_visibility="private")
-        reset_btn.click(lambda m: preset_updates(m, "Defaults") + [gr.update(value="Defaults")],
-                        method_dd, [*all_knobs, preset_dd], api_visibility="private")
+        def on_reset(method: str):
+            preset = device_preset(get_method(method))
+            return preset_updates(method, preset) + [gr.update(value=preset)]
+
+        reset_btn.click(on_reset, method_dd, [*all_knobs, preset_dd], api_visibility="private")
 
         def preview(target: str, request: gr.Request):
             sess = sessions.get(request)

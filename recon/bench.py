@@ -50,7 +50,7 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
-    "deform": Spec("chamfer_10k", False, 2000, 900.0, None, 300.0),
+    "deform": Spec("chamfer_10k", False, 2000, 900.0, "Fast", 300.0),
     "textured_mesh": Spec("psnr", True, None, 600.0, "Quick", 200.0),
     "volume": Spec("psnr", True, None, 600.0, "Quick", 200.0),
     "nerf": Spec("psnr", True, None, 600.0, "Quick", 200.0),

@@ -25,6 +25,8 @@ from .params import knobs
 
 #: Fraction of a run's time that held-out evaluation may take (the rest is optimisation).
 EVAL_BUDGET = 0.05
+#: Fraction of a run's time that snapshots (page updates, timelapse frames) may take.
+SNAPSHOT_BUDGET = 0.08
 #: Most frames a run keeps for its optimisation timelapse (captured at evenly spaced iterations).
 TIMELAPSE_FRAMES = 60
 
@@ -124,13 +126,14 @@ class Run:
 
     def __init__(self, method_cls: type[Method], asset: Any, cfg: Any, device: torch.device,
                  slots: RunSlots | None = None, eval_budget: float = EVAL_BUDGET,
-                 timelapse_frames: int = TIMELAPSE_FRAMES) -> None:
+                 timelapse_frames: int = TIMELAPSE_FRAMES, snapshot_budget: float = SNAPSHOT_BUDGET) -> None:
         self.method_cls = method_cls
         self.asset = asset
         self.cfg = cfg
         self.device = device
         self.slots = slots
         self.eval_budget = eval_budget
+        self.snapshot_budget = snapshot_budget
         self.total = int(getattr(cfg, "iterations"))
         self.ticket = _next_ticket()
         self.history: list[dict[str, float]] = []
@@ -318,6 +321,7 @@ class Run:
 
     def _loop(self, method: Method) -> None:
         eval_spent, steps_since_eval = 0.0, 0.0
+        snap_spent, steps_since_snap, tl_pending = 0.0, 0.0, False
         while self.iteration < self.total:
             if self._stop.is_set():
                 break
@@ -336,6 +340,7 @@ class Run:
             dt = time.perf_counter() - t0
             self.step_seconds += dt
             steps_since_eval += dt
+            steps_since_snap += dt
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
                 self._set("error", f"The loss became NaN/inf at iteration {self.iteration + 1} ({bad}). "
@@ -352,9 +357,14 @@ class Run:
             if last or steps_since_eval * self.eval_budget >= eval_spent * (1 - self.eval_budget):
                 eval_spent = self._evaluate(method)
                 steps_since_eval = 0.0
-            tl_due = self._timelapse_every and (last or self.iteration % self._timelapse_every == 0)
-            if last or tl_due or self._want_snapshot.is_set():
-                self._take_snapshot(method, timelapse=bool(tl_due))
+            tl_pending = tl_pending or bool(self._timelapse_every and self.iteration % self._timelapse_every == 0)
+            # Snapshots (for the page and the timelapse) get the same kind of time budget as evaluation, so
+            # that a method whose snapshot is expensive (a NeRF render) is not slowed down by a watcher.
+            affordable = steps_since_snap * self.snapshot_budget >= snap_spent * (1 - self.snapshot_budget)
+            if last or ((tl_pending or self._want_snapshot.is_set()) and affordable):
+                t0 = time.perf_counter()
+                self._take_snapshot(method, timelapse=tl_pending or last)
+                snap_spent, steps_since_snap, tl_pending = time.perf_counter() - t0, 0.0, False
         if self._stop.is_set():
             self._take_snapshot(method, timelapse=bool(self._timelapse_every))
             self._set("stopped", f"Stopped at iteration {self.iteration}.")

@@ -119,7 +119,7 @@ def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
     if target_points is not None and len(target_points):
         tp, _ = _cap(np.asarray(target_points), None, MAX_CLOUD_POINTS)
         fig.add_trace(go.Scatter3d(x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name="target points",
-                                   marker=dict(size=2, color="rgba(200,70,60,0.55)")))
+                                   marker=dict(size=2, color="rgba(60,60,60,0.35)")))
     if mesh is not None:
         v, f = mesh.verts, mesh.faces
         kw: dict[str, Any] = dict(color="#4f8fd6")

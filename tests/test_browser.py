@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from playwright.sync_api import expect
 
 from conftest import SHOT_DIR
@@ -39,3 +41,32 @@ def test_deform_runs_live_in_the_page(live_app, page):
     stopped_at = iteration(status.input_value())
     page.wait_for_timeout(1000)
     assert iteration(status.input_value()) == stopped_at
+
+
+IMAGE_METHODS = ["textured_mesh", "volume", "nerf"]
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_image_method_runs_and_its_views_update(live_app, page, method):
+    from recon.methods import METHODS
+
+    _, url = live_app
+    cls = METHODS[method][0]
+    page.goto(url)
+    expect(page.locator("#scene-plot .js-plotly-plot")).to_be_visible(timeout=30_000)
+    page.locator("#method input").click()
+    page.get_by_role("option", name=cls.title).click()
+    expect(page.locator("#preset input")).to_have_value("Quick", timeout=10_000)  # the CPU preset
+    page.locator("#run").click()
+    status = page.locator("#status textarea")
+    expect(status).to_have_value(re.compile(r"running · iteration [1-9]\d* /"), timeout=90_000)
+    views = page.locator("#views img")
+    expect(views).to_be_visible(timeout=60_000)
+    first = views.get_attribute("src")
+    page.wait_for_function("([el, s]) => el.getAttribute('src') !== s", arg=[views.element_handle(), first],
+                           timeout=90_000)  # the render moved on
+    expect(page.locator("#scene-plot")).to_contain_text("iteration")
+    SHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOT_DIR / f"{method}_running.png"), full_page=True)
+    page.locator("#stop").click()
+    expect(status).to_have_value(re.compile(r"^stopped"), timeout=30_000)

@@ -173,7 +173,9 @@ def test_export_run_writes_every_file_of_a_tiny_deform_run(tmp_path):
     from recon.runner import Run
 
     cfg, _ = from_values(DeformConfig, dict(iterations=12, points=200, sphere_level=1))
-    run = Run(Deform, load_builtin("torus"), cfg, torch.device("cpu"), timelapse_frames=5).start()
+    # snapshot_budget=1: no snapshot is deferred, so the frames fall exactly every 3 iterations
+    run = Run(Deform, load_builtin("torus"), cfg, torch.device("cpu"), timelapse_frames=5,
+              snapshot_budget=1.0).start()
     assert run.join(120) and run.state == "done"
     # A frame every ceil(12 / 5) = 3 iterations, plus iteration 0: 0, 3, 6, 9, 12.
     assert [s.iteration for s in run.timelapse] == [0, 3, 6, 9, 12]

@@ -167,3 +167,24 @@ def test_no_thread_is_left_behind():
         assert r.join(10)
         r.close()
     assert threading.active_count() == before
+
+
+class SlowSnapshot(Toy):
+    """Snapshots cost 20x a step: the runner must not let a watcher slow the run down."""
+
+    def snapshot(self):
+        time.sleep(0.1)
+        return super().snapshot()
+
+
+def test_snapshots_keep_within_their_time_budget():
+    run = Run(SlowSnapshot, None, ToyConfig(iterations=300, delay=0.005), torch.device("cpu"),
+              timelapse_frames=0, snapshot_budget=0.1)
+    run.start()
+    while not run.finished:  # a page asking for a new snapshot all the time
+        run.request_snapshot()
+        time.sleep(0.005)
+    assert run.join(10) and run.state == "done"
+    # Unthrottled, 300 snapshots would take 30 s; the budget allows about 10% of ~1.6 s of steps.
+    seq, _ = run.latest_snapshot()
+    assert 2 <= seq <= 6
