@@ -1,7 +1,8 @@
 """recon: the Gradio page. Builds the UI only; all tensor work happens in recon's worker threads.
 
 Run it with ``python app.py`` (or ``make run``). ``build_demo()`` builds the page without doing any
-work, so tests can import this module and launch it in-process.
+work, so tests can import this module and launch it in-process. Session state, the status line and
+the run history live in :mod:`recon.session` and :mod:`recon.history` (plain python, no gradio).
 """
 
 # No `from __future__ import annotations` here: Gradio finds the `request: gr.Request` parameters by
@@ -9,136 +10,51 @@ work, so tests can import this module and launch it in-process.
 # so every handler would get request=None and all browser sessions would share one state.
 import os
 import shutil
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from recon import vis
-from recon.assets import (BUILTINS, MAX_FACES, MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, AssetError, MeshAsset, load_builtin,
-                          load_upload)
+from recon.assets import BUILTINS, MAX_FACES, MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, AssetError, load_builtin, load_upload
+from recon.history import HEADERS as HISTORY_HEADERS
 from recon.methods import METHODS, get_method
 from recon.params import Knob, from_values, knobs
 from recon.runner import Run, RunSlots
+from recon.session import (METRIC_LABELS, UPLOADED, Sessions, SessionState, default_max_runs,  # noqa: F401
+                           device_preset, edit_note, preset_choices, preset_values, resolve_target, status_text,
+                           target_choice, views_image)
+from recon.session import grouped as _grouped
 
-UPLOADED = "uploaded mesh"
 #: Seconds between page updates while a run streams (status, loss chart).
 REFRESH_S = 0.5
 #: Seconds between 3D-view updates (a mesh figure is heavier than the loss chart).
 SCENE_REFRESH_S = 2.0
 
-METRIC_LABELS = {"chamfer_10k": "Chamfer (10k points)", "psnr": "PSNR (dB)", "iou": "silhouette IoU"}
-
-
-@dataclass
-class SessionState:
-    """Everything one browser session owns. Never shared between sessions."""
-
-    run: Run | None = None
-    run_target: MeshAsset | None = None
-    uploaded: MeshAsset | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    export_dir: str | None = None  # this session's downloads; created on first use, removed with the session
-    pending_config: tuple[str, dict] | None = None  # (method, knob values) a loaded config waits to apply
-
-    def downloads_dir(self) -> str:
-        with self.lock:
-            if self.export_dir is None:
-                self.export_dir = tempfile.mkdtemp(prefix="recon-session-")
-            return self.export_dir
-
-
-class Sessions:
-    """Per-session state keyed by Gradio's session hash; dropped when the tab closes."""
-
-    def __init__(self) -> None:
-        self._by_hash: dict[str, SessionState] = {}
-        self._lock = threading.Lock()
-
-    def get(self, request: Any) -> SessionState:
-        key = getattr(request, "session_hash", None) or "anonymous"
-        with self._lock:
-            return self._by_hash.setdefault(key, SessionState())
-
-    def drop(self, request: Any) -> None:
-        key = getattr(request, "session_hash", None) or "anonymous"
-        with self._lock:
-            sess = self._by_hash.pop(key, None)
-        if sess is not None and sess.run is not None:
-            sess.run.close()
-        if sess is not None and sess.export_dir is not None:
-            shutil.rmtree(sess.export_dir, ignore_errors=True)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._by_hash)
-
-
-def default_max_runs() -> int:
-    """Simultaneous runs: $RECON_MAX_RUNS, else 1 on a CPU machine and 4 with a GPU."""
-    env = os.environ.get("RECON_MAX_RUNS", "").strip()
-    if env:
-        return max(1, int(env))
-    import torch
-
-    return 4 if torch.cuda.is_available() else 1
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def status_text(st: dict[str, Any], device: str, capacity: int) -> str:
-    """The status line: state, progress, speed, timing, device; then the latest losses and metrics."""
-    state = st["state"]
-    if state == "queued":
-        pos = st["queue_position"]
-        return (f"waiting · position {pos} in line for a free slot ({capacity} run"
-                f"{'s' if capacity > 1 else ''} at a time on this server) · device {device}")
-    head = (f"{state} · iteration {st['iteration']} / {st['total']} · {st['its_per_s']:.2f} it/s · "
-            f"elapsed {_fmt_seconds(st['elapsed'])} · ETA {_fmt_seconds(st['eta'])} · device {device}")
-    parts = []
-    if st["loss"].get("total") is not None:
-        parts.append(f"loss {st['loss']['total']:.5g}")
-    for k, v in st["metrics"].items():
-        if k not in ("iteration", "time"):
-            parts.append(f"{METRIC_LABELS.get(k, k)} {v:.4g}")
-    lines = [head]
-    if parts:
-        lines.append(" · ".join(parts))
-    if st["message"]:
-        lines.append(st["message"])
-    return "\n".join(lines)
-
-
-def views_image(snap) -> np.ndarray | None:
-    """Target vs current render (top) and target vs current silhouette (bottom), as one image."""
-    if snap is None or not snap.images:
-        return None
-    ims = snap.images
-    rows = []
-    for pair in (("target", "render"), ("target_silhouette", "silhouette")):
-        row = [ims[k] for k in pair if k in ims]
-        if row:
-            rows.append(vis.side_by_side(row))
-    if not rows:
-        return None
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    out = np.concatenate(rows, axis=0)
-    scale = max(1, 384 // max(out.shape[0], 1))
-    return out.repeat(scale, 0).repeat(scale, 1) if scale > 1 else out
+#: Keyboard shortcuts, bound once the page has loaded: Alt+R run, Alt+P pause/resume, Alt+S stop
+#: (by key position, so other keyboard layouts and macOS's Option characters work too).
+SHORTCUTS_JS = """
+() => {
+  if (window.__reconKeys) return;
+  window.__reconKeys = true;
+  const ids = {KeyR: "run", KeyP: "pause", KeyS: "stop"};
+  document.addEventListener("keydown", (e) => {
+    if (!e.altKey || e.ctrlKey || e.metaKey || !(e.code in ids)) return;
+    const btn = document.getElementById(ids[e.code]);
+    if (btn && !btn.disabled) { e.preventDefault(); btn.click(); }
+  });
+  for (const [code, id] of Object.entries(ids)) {
+    const btn = document.getElementById(id);
+    if (btn) btn.title = `Alt+${code.slice(3)}`;
+  }
+}
+"""
+LIVE_MARK = "⚡ live · "
 
 
 def _knob_component(gr, method: str, k: Knob, value: Any):
     eid = f"{method}-{k.name}".replace("_", "-")
-    common = dict(label=k.label, info=k.help, elem_id=eid, interactive=True)
+    info = (LIVE_MARK if k.live else "") + k.help
+    common = dict(label=k.label, info=info, elem_id=eid, interactive=True)
     if k.kind == "bool":
         return gr.Checkbox(value=value, **common)
     if k.kind == "choice":
@@ -147,11 +63,6 @@ def _knob_component(gr, method: str, k: Knob, value: Any):
         return gr.Number(value=value, minimum=k.lo, maximum=k.hi, step=k.step, **common)
     return gr.Slider(minimum=k.lo, maximum=k.hi, step=k.step, value=value,
                      precision=0 if k.kind == "int" else None, **common)
-
-
-def _grouped(ks: list[Knob]) -> list[Knob]:
-    order = list(dict.fromkeys(k.group for k in ks))
-    return sorted(ks, key=lambda k: order.index(k.group))
 
 
 def build_demo(max_runs: int | None = None) -> Any:
@@ -165,27 +76,6 @@ def build_demo(max_runs: int | None = None) -> Any:
     # components and the values coming back from the page follow exactly this order.
     knob_lists = {m: _grouped(knobs(get_method(m).Config)) for m in method_names}
 
-    def resolve_target(sess: SessionState, name: str) -> MeshAsset:
-        if name == UPLOADED:
-            if sess.uploaded is None:
-                raise AssetError("Upload a mesh first (.obj, .ply, .off, .stl or .glb), or pick a built-in target.")
-            return sess.uploaded
-        return load_builtin(name)
-
-    def device_preset(cls) -> str:
-        """The preset a method starts with on this machine (e.g. "Quick" on a CPU): recon's default."""
-        import torch
-
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls.device_presets.get(kind) or next(iter(cls.presets), "Defaults")
-
-    def preset_choices(cls) -> list[str]:
-        return list(cls.presets) or ["Defaults"]
-
-    def preset_values(cls, preset: str) -> dict[str, Any]:
-        """Every knob's value under `preset`: the config defaults updated with the preset's values."""
-        return {**{k.name: k.default for k in knobs(cls.Config)}, **cls.presets.get(preset, {})}
-
     def method_intro(name: str) -> str:
         cls, line = METHODS[name]
         return f"**{cls.title}.** {line}. Follows the PyTorch3D tutorial *{cls.tutorial}*.\n\n{cls.explain}"
@@ -193,7 +83,7 @@ def build_demo(max_runs: int | None = None) -> Any:
     # delete_cache: gradio's own copies of uploads and downloads (not tied to a session) go after 2 h.
     with gr.Blocks(title="recon: 3D reconstruction playground", delete_cache=(3600, 7200)) as demo:
         gr.Markdown("# recon\nWatch a 3D reconstruction converge: pick a target and a method, move the "
-                    "sliders, press **Run**.")
+                    "sliders, press **Run**. Settings marked ⚡ can change while it runs.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=360):
                 method_dd = gr.Dropdown(choices=[(get_method(m).title, m) for m in method_names],
@@ -215,6 +105,8 @@ def build_demo(max_runs: int | None = None) -> Any:
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     pause_btn = gr.Button("Pause", elem_id="pause")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                gr.Markdown("Keys: **Alt+R** run · **Alt+P** pause/resume · **Alt+S** stop. While a run goes, "
+                            "⚡ settings apply from its next step; the others are locked.", elem_id="keys-hint")
                 with gr.Row():
                     first = get_method(method_names[0])
                     preset_dd = gr.Dropdown(choices=preset_choices(first), value=device_preset(first),
@@ -246,26 +138,52 @@ def build_demo(max_runs: int | None = None) -> Any:
                                      buttons=["download", "fullscreen"])
                 turntable_img = gr.Image(label="Turntable of the result", elem_id="turntable", type="filepath",
                                          visible=False, interactive=False, height=320)
-                # Always visible: a Model3D first shown inside a hidden container never draws (gradio 6.31).
+                with gr.Accordion("Run history", open=True, elem_id="history"):
+                    history_table = gr.Dataframe(headers=HISTORY_HEADERS, value=None, interactive=False, wrap=True,
+                                                 elem_id="history-table", max_height=260, show_label=False,
+                                                 column_widths=["4%", "10%", "10%", "33%", "10%", "10%", "14%", "9%"])
+                    history_gallery = gr.Gallery(label="Final state of each run (newest first)", columns=8,
+                                                 height=120, allow_preview=False, object_fit="contain", fit_columns=False,
+                                                 elem_id="history-gallery", interactive=False, visible=False)
+                    with gr.Row(equal_height=False):
+                        overlay_dd = gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True,
+                                                 label="Overlay on the loss chart", elem_id="overlay", scale=3,
+                                                 info="Past runs' total loss, dashed, against the current run.")
+                        restore_dd = gr.Dropdown(choices=[], value=None, allow_custom_value=True, label="Run",
+                                                 elem_id="restore-run", scale=2,
+                                                 info="Or click a row of the table.")
+                        restore_btn = gr.Button("Restore", elem_id="restore", scale=1, size="sm", min_width=80)
+                    restore_msg = gr.Markdown("", elem_id="restore-msg")
+                # Always rendered and visible: a Model3D first shown inside a hidden container never draws
+                # (gradio 6.31), and a closed Accordion mounts its children only when opened, which leaves the
+                # Model3D empty too. Compact instead: the result next to its files.
                 with gr.Group(elem_id="downloads") as downloads_box:
-                    gr.Markdown("### Downloads\nWhen a run ends or is stopped: the result (GLB; volumetric "
-                                "methods: the surface at the threshold below), turntable and timelapse videos, "
-                                "loss history and config.")
-                    result_3d = gr.Model3D(label="Result", elem_id="result-3d", height=360, interactive=False)
-                    result_files = gr.Files(label="Files", elem_id="result-files", interactive=False)
-                    with gr.Row():
-                        iso_level = gr.Number(value=0, minimum=0, label="Surface threshold (volume, NeRF)",
-                                              info="Density at which the surface is extracted; 0: half the "
-                                                   "largest density.", elem_id="iso-level", scale=3)
-                        reexport_btn = gr.Button("Export again", elem_id="reexport", scale=1, size="sm")
-                    export_msg = gr.Markdown("", elem_id="export-msg")
+                    gr.Markdown("**Downloads** (when a run ends or is stopped): the result as GLB (volumetric methods: "
+                                "the surface at the threshold), turntable and timelapse videos, loss history, config.",
+                                elem_id="downloads-head")
+                    with gr.Row(equal_height=False):
+                        result_3d = gr.Model3D(label="Result", elem_id="result-3d", height=260, interactive=False,
+                                               scale=1, min_width=240)
+                        with gr.Column(scale=1, min_width=240):
+                            result_files = gr.Files(label="Files", elem_id="result-files", interactive=False,
+                                                    height=170)
+                            with gr.Row():
+                                iso_level = gr.Number(value=0, minimum=0, label="Surface threshold (volume, NeRF)",
+                                                      info="Density at which the surface is extracted; 0: half the "
+                                                           "largest density.", elem_id="iso-level", scale=3)
+                                reexport_btn = gr.Button("Export again", elem_id="reexport", scale=1, size="sm",
+                                                         min_width=80)
+                            export_msg = gr.Markdown("", elem_id="export-msg")
 
         all_knobs = [c for m in method_names for c in knob_components[m]]
+        # What a run locks: settings that cannot change mid-run, and whatever would reset the sliders.
+        locked = ([c for m in method_names for k, c in zip(knob_lists[m], knob_components[m]) if not k.live]
+                  + [method_dd, target_dd, preset_dd, reset_btn, restore_btn])
 
         def knob_values(method: str, data: dict) -> dict[str, Any]:
             return {k.name: data[c] for k, c in zip(knob_lists[method], knob_components[method])}
 
-        # --- events ---------------------------------------------------------------------------
+        # --- method, presets, target, upload ---------------------------------------------------
         def on_method(name: str, request: gr.Request):
             cls = get_method(name)
             has_images = bool(getattr(cls, "shows_images", False))
@@ -273,7 +191,7 @@ def build_demo(max_runs: int | None = None) -> Any:
             knob_updates = preset_updates(name, preset)
             sess = sessions.get(request)
             pending, sess.pending_config = sess.pending_config, None
-            if pending is not None and pending[0] == name:  # a loaded config chose this method: keep its values
+            if pending is not None and pending[0] == name:  # a loaded config or a restore chose this method
                 knob_updates = ordered_for(name, [gr.update(value=pending[1][k.name]) for k in knob_lists[name]])
             return ([gr.update(visible=(m == name)) for m in method_names]
                     + [method_intro(name), gr.update(choices=preset_choices(cls), value=preset),
@@ -284,7 +202,7 @@ def build_demo(max_runs: int | None = None) -> Any:
 
         def ordered_for(method: str, updates: list) -> list:
             """Place `method`'s updates at its slice of all_knobs, skipping the other methods'."""
-            out, i = [], 0
+            out = []
             for m in method_names:
                 n = len(knob_components[m])
                 out.extend(updates[:n] if m == method else [gr.skip()] * n)
@@ -295,6 +213,7 @@ def build_demo(max_runs: int | None = None) -> Any:
             return ordered_for(method, [gr.update(value=values[k.name]) for k in knob_lists[method]])
 
         preset_dd.input(preset_updates, [method_dd, preset_dd], all_knobs, api_visibility="private")
+
         def on_reset(method: str):
             preset = device_preset(get_method(method))
             return preset_updates(method, preset) + [gr.update(value=preset)]
@@ -315,6 +234,7 @@ def build_demo(max_runs: int | None = None) -> Any:
 
         target_dd.change(preview, target_dd, [scene_plot, target_msg], api_visibility="private")
         demo.load(preview, target_dd, [scene_plot, target_msg], api_visibility="private")
+        demo.load(None, None, None, js=SHORTCUTS_JS, api_visibility="private")
 
         def on_upload(file: Any, request: gr.Request):
             sess = sessions.get(request)
@@ -338,6 +258,12 @@ def build_demo(max_runs: int | None = None) -> Any:
 
         upload.upload(on_upload, upload, [target_dd, scene_plot, target_msg], api_name="upload")
 
+        # --- running ----------------------------------------------------------------------------
+        def current_loss_figure(sess: SessionState):
+            run = sess.run
+            return vis.loss_figure(list(run.history) if run else [], list(run.events) if run else [],
+                                   sess.loss_overlays())
+
         def run_stream(data: dict, request: gr.Request):
             """Start a run for this session and stream its progress until it ends."""
             sess = sessions.get(request)
@@ -356,10 +282,13 @@ def build_demo(max_runs: int | None = None) -> Any:
             for msg in messages:
                 gr.Warning(msg)
             with sess.lock:
-                if sess.run is not None:
-                    sess.run.close()  # one run per session: the previous one ends and frees its memory
+                previous = sess.run
+                if previous is not None:
+                    previous.close()  # one run per session: the previous one ends and frees its memory
                 run = Run(cls, asset, cfg, device, slots=slots).start()
                 sess.run, sess.run_target = run, asset
+            if previous is not None:
+                sess.record(previous)
             dev_name = describe(device)
             tpts = target_points(asset)
             seq_sent, scene_sent_at = -1, 0.0
@@ -380,10 +309,12 @@ def build_demo(max_runs: int | None = None) -> Any:
                     if len(run.metric_history) != metrics_len:
                         metrics_len = len(run.metric_history)
                         metrics = vis.metrics_figure(list(run.metric_history), METRIC_LABELS)
-                    loss = vis.loss_figure(list(run.history), list(run.events))
+                    loss = vis.loss_figure(list(run.history), list(run.events), sess.loss_overlays())
                     text = status_text(st, dev_name, slots.capacity)
                     if messages:  # API clients never see gr.Warning toasts: repeat what was clamped
                         text += "\nadjusted: " + "; ".join(messages)
+                    if run.events:
+                        text += "\nlive edits: " + edit_note(run.events, {k.name: k.label for k in knob_lists[method]})
                     yield text, loss, scene, metrics, img
                     if finished and not run.alive:
                         break
@@ -391,7 +322,13 @@ def build_demo(max_runs: int | None = None) -> Any:
             finally:
                 if not run.finished:  # the tab closed or the event was cancelled: end the worker too
                     run.stop()
+                    run.join(3)
+                sess.record(run)
 
+        def lock_settings():
+            return [gr.update(interactive=False) for _ in locked]
+
+        run_btn.click(lock_settings, None, locked, api_visibility="private", concurrency_limit=None)
         run_event = run_btn.click(run_stream, {method_dd, target_dd, *all_knobs},
                                   [status, loss_plot, scene_plot, metrics_plot, views],
                                   api_name="run", concurrency_limit=None)
@@ -417,6 +354,112 @@ def build_demo(max_runs: int | None = None) -> Any:
 
         stop_btn.click(on_stop, None, pause_btn, api_name="stop", concurrency_limit=None)
         run_event.then(lambda: gr.update(value="Pause"), None, pause_btn, api_visibility="private")
+
+        # --- live edits -------------------------------------------------------------------------
+        def live_edit(method: str, name: str, value: float, request: gr.Request) -> str:
+            """Change a live setting (a loss weight, the learning rate) of this session's running run.
+
+            It applies from the run's next step. Returns what happened, or why it was refused.
+            """
+            applied, messages = sessions.get(request).live_edit(method, name, value)
+            return "; ".join(messages) if messages else ("applied" if applied else "unchanged")
+
+        gr.api(live_edit, api_name="live_edit", concurrency_limit=None)
+
+        def live_handler(method: str, k: Knob):
+            def on_edit(value: Any, request: gr.Request):
+                sess = sessions.get(request)
+                run = sess.run
+                if run is None or run.finished or run.method_cls.name != method:
+                    return  # no run of this method is going: the value waits for the next Run
+                applied, messages = sess.live_edit(method, k.name, value)
+                for msg in messages:
+                    gr.Warning(msg)
+                if applied:
+                    gr.Info(f"{k.label} → {value:g} from iteration {run.iteration + 1}", duration=3)
+
+            return on_edit
+
+        for m in method_names:
+            for k, comp in zip(knob_lists[m], knob_components[m]):
+                if not k.live:
+                    continue
+                triggers = ([comp.release] if isinstance(comp, gr.Slider) else
+                            [comp.submit, comp.blur] if isinstance(comp, gr.Number) else [comp.input])
+                for trigger in triggers:
+                    trigger(live_handler(m, k), comp, None, api_visibility="private", concurrency_limit=None,
+                            show_progress="hidden")
+
+        # --- run history ------------------------------------------------------------------------
+        def history_updates(sess: SessionState) -> list:
+            hist = sess.history
+            kept = [n for n in sess.overlays if hist.get(n) is not None]
+            sess.overlays = kept
+            newest = hist.records[-1].number if len(hist) else None
+            gallery = [(r.thumbnail, r.label) for r in reversed(hist.records) if r.thumbnail is not None]
+            return [gr.update(value={"data": hist.rows(), "headers": HISTORY_HEADERS} if len(hist) else None),
+                    gr.update(value=gallery or None, visible=bool(gallery)),
+                    gr.update(choices=hist.choices(), value=kept),
+                    gr.update(choices=hist.choices(), value=str(newest) if newest else None)]
+
+        history_outputs = [history_table, history_gallery, overlay_dd, restore_dd]
+
+        def after_run(request: gr.Request):
+            """Unlock the settings and list the run that has just ended."""
+            sess = sessions.get(request)
+            sess.record()
+            return [gr.update(interactive=True) for _ in locked] + history_updates(sess)
+
+        run_event.then(after_run, None, [*locked, *history_outputs], api_visibility="private", concurrency_limit=None)
+
+        def on_overlay(numbers: list[str] | None, request: gr.Request):
+            sess = sessions.get(request)
+            sess.overlays = [str(n).lstrip("#").split()[0] for n in (numbers or []) if str(n).strip()]
+            return current_loss_figure(sess)
+
+        overlay_dd.input(on_overlay, overlay_dd, loss_plot, api_name="overlay", concurrency_limit=None)
+
+        def pick_row(evt: gr.SelectData):
+            row = getattr(evt, "row_value", None)
+            return gr.update(value=str(row[0])) if row else gr.skip()
+
+        history_table.select(pick_row, None, restore_dd, api_visibility="private")
+
+        def pick_thumb(evt: gr.SelectData, request: gr.Request):
+            shown = [r for r in reversed(sessions.get(request).history.records) if r.thumbnail is not None]
+            i = evt.index if isinstance(evt.index, int) else None
+            return gr.update(value=str(shown[i].number)) if i is not None and i < len(shown) else gr.skip()
+
+        history_gallery.select(pick_thumb, None, restore_dd, api_visibility="private")
+
+        def apply_settings(method: str, current_method: str, values: dict, sess: SessionState) -> list:
+            """Updates that put `method` and its knob `values` into the page (method first, then knobs)."""
+            if method != current_method:  # the method change resets the sliders: let it apply these instead
+                sess.pending_config = (method, values)
+            return [gr.update(value=method),
+                    *ordered_for(method, [gr.update(value=values[k.name]) for k in knob_lists[method]])]
+
+        def on_restore(number: str | None, method: str, request: gr.Request):
+            """Put a past run's method, target and every setting (as it ended, live edits included) back."""
+            sess = sessions.get(request)
+            skip_all = [gr.skip(), gr.skip(), *([gr.skip()] * len(all_knobs))]
+            rec = sess.history.get(number)
+            if rec is None:
+                return [*skip_all, "⚠️ Pick a run from the history to restore."]
+            if sess.run is not None and sess.run.alive:
+                return [*skip_all, "⚠️ Stop the current run first."]
+            values = {**preset_values(get_method(rec.method), device_preset(get_method(rec.method))), **rec.settings}
+            target = target_choice(sess, rec.target, rec.target_source)
+            method_upd, *knob_upd = apply_settings(rec.method, method, values, sess)
+            msg = f"Restored run **#{rec.number}**: {get_method(rec.method).title} on {rec.target}."
+            if rec.events:
+                msg += " Its live edits are in the sliders: " + edit_note(rec.events) + "."
+            if target is None:
+                msg += f"\n\nNote: target {rec.target!r} is no longer here: upload that mesh again."
+            return [method_upd, gr.update(value=target) if target else gr.skip(), *knob_upd, msg]
+
+        restore_btn.click(on_restore, [restore_dd, method_dd], [method_dd, target_dd, *all_knobs, restore_msg],
+                          api_name="restore", concurrency_limit=None)
 
         # --- downloads and configs ------------------------------------------------------------
         def export_downloads(threshold: float | None, request: gr.Request):
@@ -479,22 +522,18 @@ def build_demo(max_runs: int | None = None) -> Any:
             values = to_values(loaded.cfg)
             notes = list(loaded.messages)
             target = gr.skip()
-            if loaded.target in BUILTINS and loaded.target_source == "builtin":
-                target = gr.update(value=loaded.target)
-            elif sess.uploaded is not None and loaded.target == sess.uploaded.name:
-                target = gr.update(value=UPLOADED)
+            choice = target_choice(sess, loaded.target or "", loaded.target_source)
+            if choice is not None:
+                target = gr.update(value=choice)
             elif loaded.target:
                 notes.append(f"target {loaded.target!r} is not here: upload that mesh, then pick it")
-            if loaded.method != method:  # the method change resets the sliders: let it apply these instead
-                sess.pending_config = (loaded.method, values)
-            knob_updates = ordered_for(loaded.method,
-                                       [gr.update(value=values[k.name]) for k in knob_lists[loaded.method]])
+            method_upd, *knob_upd = apply_settings(loaded.method, method, values, sess)
             msg = f"Loaded the config: **{get_method(loaded.method).title}**, {len(values)} settings."
-            return [gr.update(value=loaded.method), target, *knob_updates,
-                    msg + "".join(f"\n\nNote: {n}" for n in notes)]
+            return [method_upd, target, *knob_upd, msg + "".join(f"\n\nNote: {n}" for n in notes)]
 
         config_upload.upload(on_config, [config_upload, method_dd], [method_dd, target_dd, *all_knobs, config_msg],
                              api_name="load_config")
+
         def on_unload(request: gr.Request):
             sessions.drop(request)
 

@@ -440,7 +440,15 @@ def export_run(run: Any, out_dir: str | Path, target: str, target_source: str = 
     notes = notes if notes is not None else []
     method = run.method_cls.name
     stem = f"{method}_{safe_name(target)}"
-    extra = {"iterations_run": run.iteration, "state": run.state}
+    extra: dict[str, Any] = {"iterations_run": run.iteration, "state": run.state}
+    events = [dict(e) for e in getattr(run, "events", [])]
+    if events:  # "settings" are the values it ended with; these say when each one changed
+        start = getattr(run, "initial_cfg", None)
+        if start is not None:
+            extra["start_settings"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in to_values(start).items()}
+        extra["live_edits"] = [{"iteration": int(e["iteration"]), "name": e["name"],
+                                "value": e["value"].item() if hasattr(e["value"], "item") else e["value"]}
+                               for e in events]
     config = config_dict(method, target, run.cfg, run.device, target_source, **extra)
     mesh = grid = None
     turntable: list[np.ndarray] = []

@@ -129,7 +129,8 @@ class Run:
                  timelapse_frames: int = TIMELAPSE_FRAMES, snapshot_budget: float = SNAPSHOT_BUDGET) -> None:
         self.method_cls = method_cls
         self.asset = asset
-        self.cfg = cfg
+        self.cfg = cfg  # replaced by live edits; initial_cfg keeps what the run started with
+        self.initial_cfg = cfg
         self.device = device
         self.slots = slots
         self.eval_budget = eval_budget
@@ -221,6 +222,11 @@ class Run:
                 self._pending.update(accepted)
         return messages
 
+    def has_pending(self, name: str) -> bool:
+        """Whether a live edit of `name` waits for the next step."""
+        with self._lock:
+            return name in self._pending
+
     # --- reading (any thread) ---------------------------------------------------------------
     def latest_snapshot(self) -> tuple[int, Snapshot | None]:
         """The newest snapshot and its sequence number (changes whenever a new one arrives)."""
@@ -268,7 +274,8 @@ class Run:
             self.setup_seconds = time.perf_counter() - t0
             self.started_at = time.perf_counter()
             self._set("running", "")
-            self._evaluate(method)
+            # The first held-out evaluation comes right after the first step (its budget starts empty), so that
+            # the first loss point is not kept waiting behind it.
             # iteration 0: a finite state to show even if the first step diverges (and the timelapse's first frame)
             self._take_snapshot(method, timelapse=bool(self._timelapse_every))
             self._want_snapshot.set()
@@ -367,6 +374,8 @@ class Run:
                 snap_spent, steps_since_snap, tl_pending = time.perf_counter() - t0, 0.0, False
         if self._stop.is_set():
             self._take_snapshot(method, timelapse=bool(self._timelapse_every))
+            if self.iteration and (not self.metric_history or self.metric_history[-1]["iteration"] != self.iteration):
+                self._evaluate(method)  # the quality the run ends with, for its history and exports
             self._set("stopped", f"Stopped at iteration {self.iteration}.")
         else:
             self._set("done", f"Finished {self.iteration} iterations.")

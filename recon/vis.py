@@ -1,12 +1,13 @@
 """Plain data -> plotly figures and uint8 images. Returns figures, never shows them.
 
-plotly is imported lazily so that the method code stays importable on machines without it.
-Figures carry a fixed ``uirevision`` so the browser keeps the user's rotation and zoom when a
+Figures are plain JSON-ready dicts in plotly's figure format (:class:`Figure`), so this module
+needs no plotly at all on the hot path and stays importable on machines without it. Figures carry a fixed ``uirevision`` so the browser keeps the user's rotation and zoom when a
 newer figure replaces an older one.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,10 +22,38 @@ MAX_CLOUD_POINTS = 20_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
-def _go():
-    import plotly.graph_objects as go
+class Figure(dict):
+    """A plotly figure as plain JSON-ready data: ``{"data": [...], "layout": {...}}``.
 
-    return go
+    Building plotly's ``go.Figure`` validates every property in Python, which costs ~50-90 ms per
+    chart: enough, at the page's refresh rate, to take CPU and the GIL from the optimisation. This
+    dict is what plotly.js receives anyway. ``gr.Plot`` accepts it (it calls ``to_json()``), and
+    :meth:`to_plotly` gives a validated ``go.Figure`` where one is wanted (needs plotly).
+    """
+
+    def to_json(self) -> str:
+        return json.dumps(self, separators=(",", ":"), default=_jsonable)
+
+    def to_plotly(self):
+        import plotly.graph_objects as go
+
+        return go.Figure(self)
+
+    @property
+    def data(self) -> list[dict]:
+        return self["data"]
+
+    @property
+    def layout(self) -> dict:
+        return self["layout"]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def _thin(rows: Sequence[dict], limit: int = MAX_LINE_POINTS) -> Sequence[dict]:
@@ -34,69 +63,73 @@ def _thin(rows: Sequence[dict], limit: int = MAX_LINE_POINTS) -> Sequence[dict]:
     return [rows[i] for i in idx]
 
 
+_AXIS = dict(gridcolor="#eaeaea", zerolinecolor="#d0d0d0", linecolor="#bbb", automargin=True)
+
+
 def _base_layout(title: str, height: int) -> dict[str, Any]:
     return dict(title=dict(text=title, x=0.02, font=dict(size=14)), height=height,
-                margin=dict(l=50, r=10, t=40, b=40), template="plotly_white", uirevision="keep",
+                margin=dict(l=50, r=10, t=40, b=40), paper_bgcolor="white", plot_bgcolor="white",
+                font=dict(family="sans-serif", size=12, color="#2a3f5f"), uirevision="keep",
+                xaxis=dict(title=dict(text="iteration"), **_AXIS), yaxis=dict(**_AXIS),
                 legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", font=dict(size=10)))
 
 
+def _note(text: str) -> dict[str, Any]:
+    return dict(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(color="#888"))
+
+
 def loss_figure(history: Sequence[dict], events: Sequence[dict] = (), overlays: Sequence[tuple[str, Sequence[dict]]] = (),
-                height: int = 300):
+                height: int = 300) -> Figure:
     """Loss terms and total against iteration, log scale; live edits as dotted vertical lines.
 
     `overlays` are (label, history) pairs of earlier runs, drawn as faint total-loss lines.
     """
-    go = _go()
-    fig = go.Figure()
     rows = _thin(history)
     keys = [k for k in (rows[0] if rows else {}) if k not in ("iteration", "time")]
     keys = [k for k in keys if k != "total"] + (["total"] if "total" in keys else [])
     its = [r["iteration"] for r in rows]
+    data = []
     for i, key in enumerate(keys):
         is_total = key == "total"
-        fig.add_trace(go.Scatter(
-            x=its, y=[max(r[key], 1e-12) for r in rows], mode="lines", name=key,
-            line=dict(width=3 if is_total else 1.5, color="#222" if is_total else PALETTE[i % len(PALETTE)]),
-        ))
+        data.append(dict(type="scatter", x=its, y=[max(r[key], 1e-12) for r in rows], mode="lines", name=key,
+                         line=dict(width=3 if is_total else 1.5, color="#222" if is_total else PALETTE[i % len(PALETTE)])))
     for label, past in overlays:
         past_rows = _thin(past)
         if past_rows and "total" in past_rows[0]:
-            fig.add_trace(go.Scatter(x=[r["iteration"] for r in past_rows], y=[max(r["total"], 1e-12) for r in past_rows],
-                                     mode="lines", name=f"{label} total", opacity=0.55, line=dict(width=2, dash="dash")))
-    for ev in events:
-        fig.add_vline(x=ev["iteration"], line=dict(color="#888", dash="dot", width=1),
-                      annotation_text=f"{ev['name']}={ev['value']:.3g}", annotation_font_size=10,
-                      annotation_textangle=-90)
-    fig.update_layout(**_base_layout("Loss", height), xaxis_title="iteration", yaxis_type="log")
+            data.append(dict(type="scatter", x=[r["iteration"] for r in past_rows],
+                             y=[max(r["total"], 1e-12) for r in past_rows], mode="lines", name=f"{label} total",
+                             opacity=0.55, line=dict(width=2, dash="dash")))
+    layout = _base_layout("Loss", height)
+    layout["yaxis"]["type"] = "log"
+    layout["shapes"] = [dict(type="line", x0=ev["iteration"], x1=ev["iteration"], y0=0, y1=1, yref="paper",
+                             line=dict(color="#888", dash="dot", width=1)) for ev in events]
+    layout["annotations"] = [dict(x=ev["iteration"], y=1, yref="paper", text=f"{ev['name']}={ev['value']:.3g}",
+                                  showarrow=False, textangle=-90, xanchor="left", yanchor="top", font=dict(size=10))
+                             for ev in events]
     if not rows and not overlays:
-        fig.add_annotation(text="Press Run to start", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    return fig
+        layout["annotations"].append(_note("Press Run to start"))
+    return Figure(data=data, layout=layout)
 
 
-def metrics_figure(metric_history: Sequence[dict], labels: dict[str, str] | None = None, height: int = 240):
+def metrics_figure(metric_history: Sequence[dict], labels: dict[str, str] | None = None, height: int = 240) -> Figure:
     """Held-out quality metrics against iteration, one y axis per metric (up to two)."""
-    go = _go()
-    fig = go.Figure()
     rows = _thin(metric_history)
     keys = [k for k in (rows[0] if rows else {}) if k not in ("iteration", "time")]
     labels = labels or {}
-    for i, key in enumerate(keys[:2]):
-        fig.add_trace(go.Scatter(x=[r["iteration"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
-                                 name=labels.get(key, key), yaxis="y" if i == 0 else "y2",
-                                 line=dict(color=PALETTE[(i + 3) % len(PALETTE)])))
+    data = [dict(type="scatter", x=[r["iteration"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
+                 name=labels.get(key, key), yaxis="y" if i == 0 else "y2", line=dict(color=PALETTE[(i + 3) % len(PALETTE)]))
+            for i, key in enumerate(keys[:2])]
     layout = _base_layout("Held-out quality", height)
-    layout["xaxis_title"] = "iteration"
     if keys:
-        layout["yaxis"] = dict(title=labels.get(keys[0], keys[0]))
+        layout["yaxis"]["title"] = dict(text=labels.get(keys[0], keys[0]))
         if keys[0].startswith("chamfer"):
             layout["yaxis"]["type"] = "log"
     if len(keys) > 1:
-        layout["yaxis2"] = dict(title=labels.get(keys[1], keys[1]), overlaying="y", side="right")
-    fig.update_layout(**layout)
+        layout["yaxis2"] = dict(title=dict(text=labels.get(keys[1], keys[1])), overlaying="y", side="right",
+                                showgrid=False)
     if not rows:
-        fig.add_annotation(text="Quality is measured while the run goes", showarrow=False, x=0.5, y=0.5,
-                           xref="paper", yref="paper")
-    return fig
+        layout["annotations"] = [_note("Quality is measured while the run goes")]
+    return Figure(data=data, layout=layout)
 
 
 def _cap(xyz: np.ndarray, colors: np.ndarray | None, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -111,42 +144,49 @@ def _rgb_strings(colors: np.ndarray) -> list[str]:
     return [f"rgb({r},{g},{b})" for r, g, b in c]
 
 
+def _round(a: np.ndarray) -> np.ndarray:
+    """Coordinates to 4 decimals (a tenth of a millimetre on a metre-sized object): a smaller payload."""
+    return np.round(np.asarray(a, dtype=np.float64), 4)
+
+
 def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
-                 target_points: np.ndarray | None = None, title: str = "3D view", height: int = 460):
+                 target_points: np.ndarray | None = None, title: str = "3D view", height: int = 460) -> Figure:
     """The current mesh and/or point cloud, with the target's points for reference."""
-    go = _go()
-    fig = go.Figure()
+    data = []
     if target_points is not None and len(target_points):
         tp, _ = _cap(np.asarray(target_points), None, MAX_CLOUD_POINTS)
-        fig.add_trace(go.Scatter3d(x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name="target points",
-                                   marker=dict(size=2, color="rgba(60,60,60,0.35)")))
+        tp = _round(tp)
+        data.append(dict(type="scatter3d", x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name="target points",
+                         marker=dict(size=2, color="rgba(60,60,60,0.35)")))
     if mesh is not None:
-        v, f = mesh.verts, mesh.faces
-        kw: dict[str, Any] = dict(color="#4f8fd6")
+        v, f = _round(mesh.verts), np.asarray(mesh.faces)
+        trace: dict[str, Any] = dict(type="mesh3d", x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
+                                     name="current mesh", flatshading=True, showlegend=True,
+                                     lighting=dict(ambient=0.45, diffuse=0.8, specular=0.15, roughness=0.6),
+                                     lightposition=dict(x=100, y=200, z=300))
         if mesh.colors is not None:
-            kw = dict(vertexcolor=_rgb_strings(mesh.colors))
-        fig.add_trace(go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], name="current mesh",
-                                flatshading=True, showlegend=True,
-                                lighting=dict(ambient=0.45, diffuse=0.8, specular=0.15, roughness=0.6),
-                                lightposition=dict(x=100, y=200, z=300), **kw))
+            trace["vertexcolor"] = _rgb_strings(mesh.colors)
+        else:
+            trace["color"] = "#4f8fd6"
+        data.append(trace)
     if points is not None and len(points.xyz):
         xyz, col = _cap(points.xyz, points.colors, MAX_CLOUD_POINTS)
-        marker: dict[str, Any] = dict(size=2.5)
-        marker["color"] = _rgb_strings(col) if col is not None else "#d62728"
-        fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name="density points",
-                                   marker=marker))
-    axis = dict(range=[-1.3, 1.3], showbackground=False, title="", showticklabels=False, showgrid=True,
+        xyz = _round(xyz)
+        marker: dict[str, Any] = dict(size=2.5, color=_rgb_strings(col) if col is not None else "#d62728")
+        data.append(dict(type="scatter3d", x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers",
+                         name="density points", marker=marker))
+    axis = dict(range=[-1.3, 1.3], showbackground=False, title=dict(text=""), showticklabels=False, showgrid=True,
                 gridcolor="#eee", zeroline=False)
-    fig.update_layout(
+    layout = dict(
         title=dict(text=title, x=0.02, font=dict(size=14)), height=height, margin=dict(l=0, r=0, t=36, b=0),
-        uirevision="keep", showlegend=True, legend=dict(orientation="h", y=0.02),
+        paper_bgcolor="white", uirevision="keep", showlegend=True, legend=dict(orientation="h", y=0.02),
         scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
                    camera=dict(eye=dict(x=1.2, y=0.6, z=1.6), up=dict(x=0, y=1, z=0))),
     )
-    return fig
+    return Figure(data=data, layout=layout)
 
 
-def snapshot_figure(snap: Snapshot | None, target_points: np.ndarray | None, title: str = "3D view"):
+def snapshot_figure(snap: Snapshot | None, target_points: np.ndarray | None, title: str = "3D view") -> Figure:
     if snap is None:
         return scene_figure(target_points=target_points, title=title)
     return scene_figure(mesh=snap.mesh, points=snap.points, target_points=target_points,

@@ -79,7 +79,7 @@ def test_runs_to_completion_with_history_metrics_and_snapshot():
     assert run.join(10)
     assert run.state == "done" and run.iteration == 50 and len(run.history) == 50
     assert run.history[-1]["total"] < run.history[0]["total"]
-    assert run.metric_history[0]["iteration"] == 0 and run.metric_history[-1]["iteration"] == 50
+    assert run.metric_history[0]["iteration"] == 1 and run.metric_history[-1]["iteration"] == 50
     seq, snap = run.latest_snapshot()
     assert seq >= 1 and snap.iteration == 50
     st = run.status()
@@ -188,3 +188,11 @@ def test_snapshots_keep_within_their_time_budget():
     # Unthrottled, 300 snapshots would take 30 s; the budget allows about 10% of ~1.6 s of steps.
     seq, _ = run.latest_snapshot()
     assert 2 <= seq <= 6
+
+
+def test_a_stopped_run_is_evaluated_where_it_stopped():
+    run = toy_run(delay=0.01).start()
+    assert wait_for(lambda: run.iteration > 10)
+    run.stop()
+    assert run.join(2) and run.state == "stopped"
+    assert run.metric_history[-1]["iteration"] == run.iteration

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..params import knob
-from .base import MeshData, Method, Snapshot, weighted_total
+from .base import ITERATIONS_HELP, MeshData, Method, Snapshot, weighted_total
 
 
 @dataclass
@@ -36,12 +36,12 @@ class DeformConfig:
     lr: float = knob(1.0, 1e-4, 5.0, step=1e-4, label="Learning rate", group="Optimiser", live=True, log=True,
                      help="Step size. Too low: slow convergence; too high: the loss oscillates or explodes (NaN).")
     momentum: float = knob(0.9, 0.0, 0.99, step=0.01, label="Momentum (SGD)", group="Optimiser",
-                           help="SGD momentum, as in the tutorial. Higher converges faster but overshoots more.")
+                           help="SGD momentum, as in the tutorial (ignored by Adam). Too low: slow, jittery progress; too high: overshoots and oscillates.")
     optimizer: str = knob("sgd", choices=("sgd", "adam"), label="Optimiser", group="Optimiser",
                           help="SGD with momentum is the tutorial's choice; Adam adapts the step per vertex "
                                "(use a learning rate around 0.01).")
     iterations: int = knob(2000, 1, 20000, label="Iterations", group="Run",
-                           help="Number of optimisation steps.")
+                           help=ITERATIONS_HELP)
     points: int = knob(5000, 100, 50000, step=100, label="Points sampled per surface", group="Sampling",
                        help="Points drawn from each surface every step for the Chamfer loss. Fewer: faster but noisier "
                             "steps; more: smoother steps, slower (the nearest-neighbour search grows quadratically).")
@@ -59,7 +59,8 @@ class DeformConfig:
                                 "into a finer fit at the end; too low stops the mesh moving early.")
     sphere_level: int = knob(4, 1, 6, label="Ico-sphere level", group="Source mesh",
                              help="Subdivision level of the starting sphere: level 4 has 2562 vertices, each level "
-                                  "about 4x more. Higher captures finer detail but steps are slower.")
+                                  "about 4x more. Too low: too few vertices for ears and legs; too high: finer detail but much "
+                                  "slower steps.")
     seed: int = knob(0, 0, 2**31 - 1, label="Seed", group="Run",
                      help="Random seed of the point sampling; the same seed and settings repeat a run.")
 

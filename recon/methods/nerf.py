@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..params import knob
+from .base import ITERATIONS_HELP
 from .volume import MAX_DEPTH, MIN_DEPTH, VolumetricMethod, huber
 
 #: Side of the cube that density_grid() samples: the target lies in [-1, 1]^3 (with a margin).
@@ -101,7 +102,7 @@ class NerfConfig:
     lr: float = knob(1e-3, 1e-5, 1e-1, step=1e-5, label="Learning rate", group="Optimiser", live=True, log=True,
                      help="Adam step size, divided by 10 for the last quarter of the run. Too low: the cow takes "
                           "ages to appear; too high: the network collapses to empty space or noise.")
-    iterations: int = knob(3000, 1, 50000, label="Iterations", group="Run", help="Number of optimisation steps.")
+    iterations: int = knob(3000, 1, 50000, label="Iterations", group="Run", help=ITERATIONS_HELP)
     harmonic_functions: int = knob(60, 1, 60, label="Harmonic functions", group="Network",
                                    help="Frequencies 0.1 x 2^k of the positional embedding. Fewer: a smooth, blurry "
                                         "cow but faster; more: sharper detail, slower (beyond ~12 the extra "
@@ -116,10 +117,11 @@ class NerfConfig:
                                help="Samples along each ray between depth 0.1 and 3.0. Too few: thin parts are "
                                     "missed and the render bands; more: finer, linearly slower.")
     views_per_step: int = knob(6, 1, 40, label="Views per step", group="Rendering",
-                               help="Training views sampled each step. Fewer: faster, noisier steps.")
+                               help="Training views sampled each step. Fewer: faster, noisier steps; more: "
+                                    "smoother steps, slower.")
     image_size: int = knob(128, 32, 256, step=16, label="Image size (pixels)", group="Rendering",
                            help="Side of the target images, and of the display and held-out renders. Smaller: "
-                                "faster display and evaluation, blurrier targets.")
+                                "faster display and evaluation, blurrier targets; larger: sharper targets, slower renders.")
     num_views: int = knob(40, 4, 100, label="Training views", group="Targets",
                           help="Target views on the ring around the cow. Too few: wrong guesses between them (seen "
                                "in the held-out views); more: a longer one-off render at the start.")
@@ -157,6 +159,12 @@ class Nerf(VolumetricMethod):
         "Quick": dict(color_weight=1.0, silhouette_weight=1.0, lr=3e-3, iterations=600, harmonic_functions=8,
                       hidden=64, rays_per_image=256, points_per_ray=48, views_per_step=4, image_size=64,
                       num_views=40),
+        # A failure mode, cheaper than Quick: 8 samples over the 2.9-unit depth range are ~0.36 apart, wider
+        # than the cow's legs and ears, so the field is only seen at a few depths: thin parts vanish or
+        # smear along the rays, and the renders band (aliasing).
+        "Few points per ray (aliasing)": dict(color_weight=1.0, silhouette_weight=1.0, lr=3e-3, iterations=600,
+                                              harmonic_functions=8, hidden=64, rays_per_image=256, points_per_ray=8,
+                                              views_per_step=4, image_size=64, num_views=40),
     }
 
     def __init__(self, asset: Any, cfg: NerfConfig, device: torch.device) -> None:

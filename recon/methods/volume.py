@@ -20,7 +20,7 @@ import torch
 
 from ..params import knob
 from ..targets import ViewSettings, psnr, render_views, silhouette_iou
-from .base import Method, PointData, Snapshot, weighted_total
+from .base import ITERATIONS_HELP, Method, PointData, Snapshot, weighted_total
 
 #: Camera distance of the training, held-out and turntable cameras (``generate_cow_renders``).
 CAMERA_DIST = 2.7
@@ -197,13 +197,14 @@ class VolumeConfig:
     lr: float = knob(0.1, 1e-4, 1.0, step=1e-4, label="Learning rate", group="Optimiser", live=True, log=True,
                      help="Adam step size on the log-densities and log-colours, divided by 10 for the last quarter "
                           "of the run. Too low: the cow fades in slowly; too high: speckled noise and flicker.")
-    iterations: int = knob(300, 1, 20000, label="Iterations", group="Run", help="Number of optimisation steps.")
+    iterations: int = knob(300, 1, 20000, label="Iterations", group="Run", help=ITERATIONS_HELP)
     grid_size: int = knob(128, 16, 256, step=8, label="Grid size (voxels per side)", group="Volume",
                           help="Voxels per side of the 3-unit cube. Higher: sharper detail but memory and time grow "
                                "with its cube; lower: blocky, blurred cow.")
     coarse_grid: int = knob(0, 0, 128, step=8, label="Coarse start grid (0: off)", group="Volume",
                             help="Start on a grid this size and upsample it to the full grid size at the fraction "
-                                 "below: fewer voxels to fit early on. 0 fits the full grid from the start.")
+                                 "below: fewer voxels to fit early on. 0 fits the full grid from the start; too small: the "
+                                 "upsampled start is too blurry to help.")
     grow_at: float = knob(0.5, 0.0, 1.0, step=0.05, label="Upsample at (fraction of iterations)", group="Volume",
                           help="When the coarse grid is upsampled. Too early: little gained; too late: little time "
                                "left to sharpen the full grid.")
@@ -249,6 +250,12 @@ class Volume(VolumetricMethod):
         # (PSNR 19, IoU 0.8); peak memory 0.85 GB. The Tutorial recipe: ~10 s per step, 2.7 GB.
         "Quick": dict(color_weight=1.0, silhouette_weight=1.0, lr=0.1, iterations=150, grid_size=64,
                       coarse_grid=0, points_per_ray=64, image_size=64, views_per_step=4, num_views=40),
+        # A failure mode: Quick with the largest learning rate. Adam moves every voxel's log-density by
+        # ~1 per step, so densities flip between empty and solid: speckle and flicker instead of a cow,
+        # and a loss that jumps instead of falling. Lower the learning rate live to watch it settle.
+        "Too high learning rate (speckle)": dict(color_weight=1.0, silhouette_weight=1.0, lr=1.0, iterations=150,
+                                                 grid_size=64, coarse_grid=0, points_per_ray=64, image_size=64,
+                                                 views_per_step=4, num_views=40),
     }
 
     def __init__(self, asset: Any, cfg: VolumeConfig, device: torch.device) -> None:
