@@ -476,8 +476,11 @@ def build_demo(max_runs: int | None = None) -> Any:
             notes: list[str] = []
             source = "builtin" if asset.key.startswith("builtin:") else "upload"
             try:
+                # Turntables of a NeRF cost minutes at full size on a CPU: fewer, smaller frames there.
+                frames, size = (36, 128) if run.device.type == "cuda" else (24, 96)
                 files = export_run(run, os.path.join(root, f"run{run.ticket}"), asset.name, source,
-                                   threshold=threshold if threshold and threshold > 0 else None, notes=notes)
+                                   threshold=threshold if threshold and threshold > 0 else None, notes=notes,
+                                   frames=frames, size=size)
             except Exception as exc:  # an export problem must not take the page down
                 return gr.update(visible=True), None, None, f"⚠️ Export failed ({type(exc).__name__}: {exc})"
             glb = str(files["glb"]) if "glb" in files else None
