@@ -20,9 +20,21 @@ from recon.history import HEADERS as HISTORY_HEADERS
 from recon.methods import METHODS, get_method
 from recon.params import Knob, from_values, knobs
 from recon.runner import Run, RunSlots
-from recon.session import (METRIC_LABELS, UPLOADED, Sessions, SessionState, default_max_runs,  # noqa: F401
-                           device_preset, edit_note, preset_choices, preset_values, resolve_target, status_text,
-                           target_choice, views_image)
+from recon.session import (  # noqa: F401
+    METRIC_LABELS,
+    UPLOADED,
+    Sessions,
+    SessionState,
+    default_max_runs,
+    device_preset,
+    edit_note,
+    preset_choices,
+    preset_values,
+    resolve_target,
+    status_text,
+    target_choice,
+    views_image,
+)
 from recon.session import grouped as _grouped
 
 #: Seconds between page updates while a run streams (status, loss chart).

@@ -159,8 +159,15 @@ def render_meshes(meshes: Sequence[MeshData], azim: float = TIMELAPSE_AZIM, elev
     The timelapse's renderer: a batch of different meshes seen from the same place, lit from the
     camera, like :func:`recon.render.mesh_turntable` (which circles a single mesh).
     """
-    from pytorch3d.renderer import (BlendParams, FoVPerspectiveCameras, HardPhongShader, PointLights,
-                                    RasterizationSettings, TexturesVertex, look_at_view_transform)
+    from pytorch3d.renderer import (
+        BlendParams,
+        FoVPerspectiveCameras,
+        HardPhongShader,
+        PointLights,
+        RasterizationSettings,
+        TexturesVertex,
+        look_at_view_transform,
+    )
     from pytorch3d.structures import Meshes
 
     from .render import TiledMeshRasterizer

@@ -137,8 +137,15 @@ def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tenso
     `colors` (V, 3) in [0, 1] are per-vertex colours; without them the mesh is shaded plain grey-blue.
     Hard rasterisation (one face per pixel) and Phong shading with a light at the camera.
     """
-    from pytorch3d.renderer import (BlendParams, FoVPerspectiveCameras, HardPhongShader, PointLights,
-                                    RasterizationSettings, TexturesVertex, look_at_view_transform)
+    from pytorch3d.renderer import (
+        BlendParams,
+        FoVPerspectiveCameras,
+        HardPhongShader,
+        PointLights,
+        RasterizationSettings,
+        TexturesVertex,
+        look_at_view_transform,
+    )
 
     from .vis import to_uint8
 

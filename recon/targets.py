@@ -108,8 +108,15 @@ class TargetViews:
 def _render_chunk(mesh, settings: ViewSettings, R: torch.Tensor, T: torch.Tensor,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """RGB (hard rasterisation, Phong) and soft silhouettes of `mesh` from the cameras (R, T)."""
-    from pytorch3d.renderer import (BlendParams, FoVPerspectiveCameras, MeshRenderer, PointLights,
-                                    RasterizationSettings, SoftPhongShader, SoftSilhouetteShader)
+    from pytorch3d.renderer import (
+        BlendParams,
+        FoVPerspectiveCameras,
+        MeshRenderer,
+        PointLights,
+        RasterizationSettings,
+        SoftPhongShader,
+        SoftSilhouetteShader,
+    )
 
     from .render import TiledMeshRasterizer
 

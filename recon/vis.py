@@ -1,8 +1,9 @@
 """Plain data -> plotly figures and uint8 images. Returns figures, never shows them.
 
 Figures are plain JSON-ready dicts in plotly's figure format (:class:`Figure`), so this module
-needs no plotly at all on the hot path and stays importable on machines without it. Figures carry a fixed ``uirevision`` so the browser keeps the user's rotation and zoom when a
-newer figure replaces an older one.
+needs no plotly at all on the hot path and stays importable on machines without it. Figures
+carry a fixed ``uirevision`` so the browser keeps the user's rotation and zoom when a newer
+figure replaces an older one.
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ import json
 import re
 import time
 
-from gradio_client import Client
-
 from conftest import run_args
+from gradio_client import Client
 
 TINY = dict(sphere_level=2, points=500, iterations=40)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 import app
-from conftest import ROOT
 from recon.assets import MAX_FACES, MAX_UPLOAD_BYTES, AssetError, load_upload
 from recon.methods.deform import Deform, DeformConfig
 from recon.params import from_values, knobs
@@ -192,9 +192,8 @@ def test_page_upload_messages_and_server_survives(served, tmp_path):
 
 
 def test_out_of_range_values_are_refused_or_clamped(served, monkeypatch):
-    from gradio_client.exceptions import AppError
-
     from api_inputs import quick, run_inputs
+    from gradio_client.exceptions import AppError
 
     demo, client, _ = served
     monkeypatch.setattr(app, "REFRESH_S", 0.1)
@@ -301,10 +300,10 @@ def test_out_of_memory_is_reported_as_such():
 
 
 def test_out_of_memory_in_the_page_and_the_app_keeps_serving(monkeypatch):
+    from api_inputs import quick, run_inputs
     from conftest import launch
     from gradio_client import Client
 
-    from api_inputs import quick, run_inputs
     from recon import methods
 
     monkeypatch.setitem(methods.METHODS, OutOfMemory.name, (OutOfMemory, "always runs out of memory"))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from playwright.sync_api import expect
-
 from conftest import SHOT_DIR
+from playwright.sync_api import expect
 
 
 def iteration(text: str) -> int:

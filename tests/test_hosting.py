@@ -14,7 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 from conftest import ROOT, free_port
 
 

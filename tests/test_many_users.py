@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from api_inputs import cheap_evaluate, quick, run_inputs, wait_for
+from conftest import ROOT, launch
 from gradio_client import Client, handle_file
 
 import app
-from api_inputs import cheap_evaluate, quick, run_inputs, wait_for
-from conftest import ROOT, launch
 from recon.methods.deform import Deform
 
 FIXTURES = ROOT / "tests" / "fixtures" / "bad_meshes"

@@ -6,14 +6,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
 from recon.methods.base import MeshData, Method, Snapshot
 from recon.params import knob
 from recon.runner import Run, RunSlots
-
-import numpy as np
 
 
 @dataclass

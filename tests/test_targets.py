@@ -80,8 +80,13 @@ def test_metrics():
 @pytest.mark.parametrize("blur_sigma,k", [(0.0, 1), (1e-4, 20)])
 def test_tiled_rasteriser_matches_pytorch3d(blur_sigma, k):
     """The tiled CPU rasteriser returns PyTorch3D's own fragments, and passes gradients the same way."""
-    from pytorch3d.renderer import (FoVPerspectiveCameras, MeshRasterizer, RasterizationSettings,
-                                    SoftSilhouetteShader, look_at_view_transform)
+    from pytorch3d.renderer import (
+        FoVPerspectiveCameras,
+        MeshRasterizer,
+        RasterizationSettings,
+        SoftSilhouetteShader,
+        look_at_view_transform,
+    )
 
     from recon.render import TiledMeshRasterizer
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from api_inputs import cheap_evaluate, quick, run_inputs, wait_for
 from gradio_client import Client
 
 import app
-from api_inputs import cheap_evaluate, quick, run_inputs, wait_for
 from recon.history import HEADERS, RunHistory, key_names, mesh_thumbnail, record_run, thumbnail
 from recon.methods import METHODS
 from recon.methods.base import MeshData, Snapshot

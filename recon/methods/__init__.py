@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .base import Method
 from .deform import Deform
-from .textured_mesh import TexturedMesh
 from .nerf import Nerf
+from .textured_mesh import TexturedMesh
 from .volume import Volume
 
 METHODS: dict[str, tuple[type[Method], str]] = {

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-
 #: Help text of every method's iteration count.
 ITERATIONS_HELP = ("Number of optimisation steps. Too few: the fit stops before it converges; too many: time spent "
                    "for little gain (you can Stop early).")

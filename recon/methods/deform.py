@@ -36,7 +36,8 @@ class DeformConfig:
     lr: float = knob(1.0, 1e-4, 5.0, step=1e-4, label="Learning rate", group="Optimiser", live=True, log=True,
                      help="Step size. Too low: slow convergence; too high: the loss oscillates or explodes (NaN).")
     momentum: float = knob(0.9, 0.0, 0.99, step=0.01, label="Momentum (SGD)", group="Optimiser",
-                           help="SGD momentum, as in the tutorial (ignored by Adam). Too low: slow, jittery progress; too high: overshoots and oscillates.")
+                           help="SGD momentum, as in the tutorial (ignored by Adam). Too low: slow, jittery progress; "
+                                "too high: overshoots and oscillates.")
     optimizer: str = knob("sgd", choices=("sgd", "adam"), label="Optimiser", group="Optimiser",
                           help="SGD with momentum is the tutorial's choice; Adam adapts the step per vertex "
                                "(use a learning rate around 0.01).")

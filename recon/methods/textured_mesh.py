@@ -50,14 +50,15 @@ class TexturedMeshConfig:
                      help="Step size. Too low: slow convergence; too high: the loss oscillates or explodes (NaN). "
                           "SGD likes ~1, Adam ~0.01.")
     momentum: float = knob(0.9, 0.0, 0.99, step=0.01, label="Momentum (SGD)", group="Optimiser",
-                           help="SGD momentum, as in the tutorial (ignored by Adam). Too low: slow, jittery progress; too high: overshoots and oscillates.")
+                           help="SGD momentum, as in the tutorial (ignored by Adam). Too low: slow, jittery progress; "
+                                "too high: overshoots and oscillates.")
     optimizer: str = knob("sgd", choices=("sgd", "adam"), label="Optimiser", group="Optimiser",
                           help="SGD with momentum is the tutorial's choice; Adam adapts the step per vertex and "
                                "colour (use a learning rate around 0.01).")
     iterations: int = knob(2000, 1, 20000, label="Iterations", group="Run", help=ITERATIONS_HELP)
     views_per_step: int = knob(2, 1, 20, label="Views per step", group="Rendering",
-                               help="Random training views rendered each step. Fewer: cheaper but noisier steps; more: smoother, better-balanced "
-                                    "steps; each view adds its full rendering cost.")
+                               help="Random training views rendered each step. Fewer: cheaper but noisier steps; "
+                                    "more: smoother, better-balanced steps; each view adds its full rendering cost.")
     num_views: int = knob(20, 2, 60, label="Training views", group="Rendering",
                           help="Cameras around the target whose images are fitted (rendered once per target and "
                                "cached). Few: the unseen sides are guessed; many: a longer first render.")
@@ -193,8 +194,14 @@ class TexturedMesh(Method):
 
     def _render(self, mesh, idx: torch.Tensor, size: int, soft: bool = True, heldout: bool = False) -> torch.Tensor:
         """RGBA renders (B, S, S, 4) of `mesh` from training views `idx` (or held-out ones)."""
-        from pytorch3d.renderer import (BlendParams, MeshRenderer, PointLights, RasterizationSettings,
-                                        SoftPhongShader, SoftSilhouetteShader)
+        from pytorch3d.renderer import (
+            BlendParams,
+            MeshRenderer,
+            PointLights,
+            RasterizationSettings,
+            SoftPhongShader,
+            SoftSilhouetteShader,
+        )
 
         from ..render import TiledMeshRasterizer
 
