@@ -156,41 +156,24 @@ def render_meshes(meshes: Sequence[MeshData], azim: float = TIMELAPSE_AZIM, elev
                   size: int = 128, dist: float = CAMERA_DIST, chunk: int = 12) -> list[np.ndarray]:
     """uint8 (size, size, 3) Phong renders of each mesh from one fixed camera (white background).
 
-    The timelapse's renderer: a batch of different meshes seen from the same place, lit from the
-    camera, like :func:`recon.render.mesh_turntable` (which circles a single mesh).
+    The timelapse's renderer: a batch of different meshes seen from the same place, through the same
+    :func:`recon.render.phong_frames` as the turntables.
     """
-    from pytorch3d.renderer import (
-        BlendParams,
-        FoVPerspectiveCameras,
-        HardPhongShader,
-        PointLights,
-        RasterizationSettings,
-        TexturesVertex,
-        look_at_view_transform,
-    )
+    from pytorch3d.renderer import TexturesVertex, look_at_view_transform
     from pytorch3d.structures import Meshes
 
-    from .render import TiledMeshRasterizer
+    from .render import phong_frames
 
+    if not meshes:
+        return []
     R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)  # (1, 3, 3), (1, 3)
-    lights = PointLights(location=FoVPerspectiveCameras(R=R, T=T).get_camera_center())
-    raster = RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1)
-    blend = BlendParams(background_color=(1.0, 1.0, 1.0))
-    frames: list[np.ndarray] = []
-    for start in range(0, len(meshes), chunk):
-        part = meshes[start:start + chunk]
-        cols = [torch.as_tensor(m.colors if m.colors is not None else np.full((len(m.verts), 3), 0.7),
-                                dtype=torch.float32) for m in part]
-        batch = Meshes(verts=[torch.as_tensor(m.verts, dtype=torch.float32) for m in part],
-                       faces=[torch.as_tensor(m.faces, dtype=torch.int64) for m in part],
-                       textures=TexturesVertex(verts_features=cols))
-        cams = FoVPerspectiveCameras(R=R.expand(len(part), 3, 3), T=T.expand(len(part), 3))
-        with torch.no_grad():
-            frags = TiledMeshRasterizer(cameras=cams, raster_settings=raster)(batch)
-            img = HardPhongShader(cameras=cams, lights=lights, blend_params=blend)(frags, batch)
-        img = img[..., :3].clamp(0, 1)  # (B, size, size, 3)
-        frames.extend((img.numpy() * 255).round().astype(np.uint8))
-    return frames
+    cols = [torch.as_tensor(m.colors if m.colors is not None else np.full((len(m.verts), 3), 0.7), dtype=torch.float32)
+            for m in meshes]
+    batch = Meshes(verts=[torch.as_tensor(m.verts, dtype=torch.float32) for m in meshes],
+                   faces=[torch.as_tensor(m.faces, dtype=torch.int64) for m in meshes],
+                   textures=TexturesVertex(verts_features=cols))
+    n = len(meshes)
+    return phong_frames(batch, R.expand(n, 3, 3), T.expand(n, 3), size=size, chunk=chunk)
 
 
 def mesh_turntable(mesh: MeshData, frames: int = 36, size: int = 128) -> list[np.ndarray]:

@@ -129,13 +129,13 @@ class TiledMeshRasterizer(MeshRasterizer):
 
 
 @torch.no_grad()
-def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor | None = None,
-                   frames: int = 36, size: int = 128, dist: float = 2.7, elev: float = 15.0,
-                   background: tuple[float, float, float] = (1.0, 1.0, 1.0), chunk: int = 8) -> list[np.ndarray]:
-    """uint8 (size, size, 3) renders of a mesh from `frames` cameras circling it at elevation `elev`.
+def phong_frames(meshes: Meshes, R: torch.Tensor, T: torch.Tensor, size: int = 128,
+                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), chunk: int = 8) -> list[np.ndarray]:
+    """uint8 (size, size, 3) renders of ``meshes[i]`` seen from camera ``(R[i], T[i])``, in chunks.
 
-    `colors` (V, 3) in [0, 1] are per-vertex colours; without them the mesh is shaded plain grey-blue.
-    Hard rasterisation (one face per pixel) and Phong shading with a light at the camera.
+    Hard rasterisation (one face per pixel) and Phong shading with vertex colours, lit from each
+    camera so every frame is lit from the front. Turntables (one mesh, cameras circling it) and
+    timelapses (many meshes, one camera) are both this.
     """
     from pytorch3d.renderer import (
         BlendParams,
@@ -143,11 +143,32 @@ def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tenso
         HardPhongShader,
         PointLights,
         RasterizationSettings,
-        TexturesVertex,
-        look_at_view_transform,
     )
 
     from .vis import to_uint8
+
+    settings = RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1)
+    blend = BlendParams(background_color=background)
+    out: list[np.ndarray] = []
+    for start in range(0, len(meshes), chunk):
+        part = meshes[start:start + chunk]
+        cams = FoVPerspectiveCameras(R=R[start:start + chunk], T=T[start:start + chunk])
+        lights = PointLights(location=cams.get_camera_center())
+        frags = TiledMeshRasterizer(cameras=cams, raster_settings=settings)(part)
+        imgs = HardPhongShader(cameras=cams, lights=lights, blend_params=blend)(frags, part)
+        out.extend(to_uint8(im[..., :3].numpy()) for im in imgs)
+    return out
+
+
+@torch.no_grad()
+def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor | None = None,
+                   frames: int = 36, size: int = 128, dist: float = 2.7, elev: float = 15.0,
+                   background: tuple[float, float, float] = (1.0, 1.0, 1.0), chunk: int = 8) -> list[np.ndarray]:
+    """uint8 (size, size, 3) renders of a mesh from `frames` cameras circling it at elevation `elev`.
+
+    `colors` (V, 3) in [0, 1] are per-vertex colours; without them the mesh is shaded plain grey-blue.
+    """
+    from pytorch3d.renderer import TexturesVertex, look_at_view_transform
 
     if frames <= 0:
         return []
@@ -158,14 +179,4 @@ def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tenso
                   textures=TexturesVertex(verts_features=[colors.detach().float().cpu().clamp(0, 1)]))
     azim = torch.arange(frames) * (360.0 / frames)
     R, T = look_at_view_transform(dist=dist, elev=torch.full((frames,), float(elev)), azim=azim)
-    settings = RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1)
-    blend = BlendParams(background_color=background)
-    out: list[np.ndarray] = []
-    for start in range(0, frames, chunk):
-        cams = FoVPerspectiveCameras(R=R[start:start + chunk], T=T[start:start + chunk])
-        # a light that follows the camera, so every frame is lit from the front
-        lights = PointLights(location=cams.get_camera_center())
-        frags = TiledMeshRasterizer(cameras=cams, raster_settings=settings)(mesh.extend(len(cams)))
-        imgs = HardPhongShader(cameras=cams, lights=lights, blend_params=blend)(frags, mesh.extend(len(cams)))
-        out.extend(to_uint8(im[..., :3].numpy()) for im in imgs)
-    return out
+    return phong_frames(mesh.extend(frames), R, T, size=size, background=background, chunk=chunk)
