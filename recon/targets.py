@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -39,6 +40,10 @@ def target_points(asset: MeshAsset, n: int = 3000) -> np.ndarray:
 # --- multi-view renders ----------------------------------------------------------------------
 
 
+#: Side in pixels of the held-out images that every image-based method is scored on.
+EVAL_SIZE = 128
+
+
 @dataclass(frozen=True)
 class ViewSettings:
     """How the training images of a target are rendered (the tutorials' defaults).
@@ -56,6 +61,9 @@ class ViewSettings:
     sigma: float = 1e-4  # silhouette softness
     faces_per_pixel: int = 50  # silhouette renderer
     heldout_views: int = 5
+    #: Side of the held-out images. Fixed (the tutorials' 128 px) whatever the training size, so that
+    #: every preset is scored by the same measure: a model fitted to 64-pixel images is judged at 128.
+    eval_size: int = EVAL_SIZE
 
     @property
     def background(self) -> tuple[float, float, float]:
@@ -88,8 +96,8 @@ class TargetViews:
     silhouettes: torch.Tensor  # (N, H, W) soft silhouettes in [0, 1]
     heldout_R: torch.Tensor  # (M, 3, 3)
     heldout_T: torch.Tensor  # (M, 3)
-    heldout_images: torch.Tensor  # (M, H, W, 3)
-    heldout_silhouettes: torch.Tensor  # (M, H, W)
+    heldout_images: torch.Tensor  # (M, E, E, 3), E = settings.eval_size
+    heldout_silhouettes: torch.Tensor  # (M, E, E)
 
     @property
     def num_views(self) -> int:
@@ -181,10 +189,14 @@ def render_views(asset: MeshAsset, settings: ViewSettings = ViewSettings(),
     R, T = look_at_view_transform(dist=settings.dist, elev=elev, azim=azim)
     hR, hT = look_at_view_transform(dist=settings.dist, elev=h_elev, azim=h_azim)
     device = torch.device(device)
-    # training and held-out views in one batch of chunks, so both threads stay busy to the end
-    all_images, all_sils = _render(asset, settings, torch.cat([R, hR]), torch.cat([T, hT]), device)
     n = R.shape[0]
-    images, sils, h_images, h_sils = all_images[:n], all_sils[:n], all_images[n:], all_sils[n:]
+    if settings.eval_size == settings.image_size:
+        # training and held-out views in one batch of chunks, so both threads stay busy to the end
+        all_images, all_sils = _render(asset, settings, torch.cat([R, hR]), torch.cat([T, hT]), device)
+        images, sils, h_images, h_sils = all_images[:n], all_sils[:n], all_images[n:], all_sils[n:]
+    else:
+        images, sils = _render(asset, settings, R, T, device)
+        h_images, h_sils = _render(asset, dataclasses.replace(settings, image_size=settings.eval_size), hR, hT, device)
     views = TargetViews(settings, R, T, images, sils, hR, hT, h_images, h_sils)
     with _views_lock:
         render_count += 1

@@ -102,3 +102,17 @@ def test_shapes_and_axes(cow):
     dens, cols, extent = m.density_grid(8)
     assert dens.shape == (8, 8, 8) and cols.shape == (8, 8, 8, 3) and extent == 3.0
     assert dens[5:].min() > 0.99 and dens[:3].max() < 0.01
+
+
+def test_coarse_images_before_growth(cow):
+    m = make(cow, grid_size=16, coarse_grid=8, coarse_image_size=16, grow_at=0.5, iterations=4)
+    assert m.train_size() == 16  # half-size images while the grid is coarse
+    images, sils = m.targets_at(16)
+    assert images.shape == (8, 16, 16, 3) and sils.shape == (8, 16, 16)
+    # area downsampling: the same mean colour and coverage as the full-size targets
+    assert torch.allclose(images.mean(), m.images.mean(), atol=1e-4)
+    assert torch.allclose(sils.mean(), m.silhouettes.mean(), atol=1e-4)
+    m.step()
+    m.step()
+    assert m.train_size() == 32  # full-size images from the upsampling point on
+    assert torch.isfinite(m.step()["total"]) and m.log_densities.shape[-1] == 16  # and the full grid
