@@ -170,10 +170,36 @@ def quality_at(checkpoints: list[dict], metric: str, seconds: float) -> float | 
 
 
 def time_to(checkpoints: list[dict], metric: str, target: float, higher: bool) -> float | None:
+    """Optimisation seconds to the first checkpoint at `target` quality, after at least one step: a
+    tutorial that ends no better than where it started is passed at recon's first checkpoint."""
     for c in checkpoints:
+        if c["iteration"] == 0:
+            continue
         if (c[metric] >= target) if higher else (c[metric] <= target):
             return c["time"]
     return None
+
+
+def summarise(name: str, spec: Spec, tutorial: dict[str, Any], recon: dict[str, Any]) -> dict[str, Any]:
+    """The summary row of one method from its two timed runs (see bench_method)."""
+    final = tutorial["checkpoints"][-1][spec.metric]
+    t_recon = time_to(recon["checkpoints"], spec.metric, final, spec.higher_is_better)
+    t_tut = tutorial["seconds"]
+    summary = dict(
+        method=name, metric=spec.metric, tutorial_quality=final, tutorial_seconds=t_tut,
+        tutorial_iterations=tutorial["iterations"], recon_seconds_to_tutorial_quality=t_recon,
+        speedup=(t_tut / t_recon) if t_recon else None,
+        tutorial_at_60s=quality_at(tutorial["checkpoints"], spec.metric, 60.0),
+        recon_at_60s=quality_at(recon["checkpoints"], spec.metric, 60.0),
+        tutorial_s_per_it=tutorial["s_per_iteration"], recon_s_per_it=recon["s_per_iteration"],
+        tutorial_peak_gb=tutorial["peak_rss_gb"], recon_peak_gb=recon["peak_rss_gb"],
+        tutorial_peak_gpu_gb=tutorial["peak_gpu_gb"], recon_peak_gpu_gb=recon["peak_gpu_gb"],
+        load_average=[tutorial["load_average"], recon["load_average"]],
+    )
+    if "iou" in tutorial["checkpoints"][-1] and spec.metric != "iou":
+        summary["tutorial_iou"] = tutorial["checkpoints"][-1]["iou"]
+        summary["recon_iou_at_60s"] = quality_at(recon["checkpoints"], "iou", 60.0)
+    return summary
 
 
 def bench_method(name: str, spec: Spec, device: torch.device, quick: bool, log) -> dict[str, Any]:
@@ -198,22 +224,8 @@ def bench_method(name: str, spec: Spec, device: torch.device, quick: bool, log) 
     recon = timed_run(name, recon_values, recon_budget, None, device, target=final, higher=spec.higher_is_better,
                       metric=spec.metric, min_seconds=60.0 * scale, eval_every_s=max(1.0, recon_budget / 100),
                       must_eval_s=(60.0 * scale,))
-    t_recon = time_to(recon["checkpoints"], spec.metric, final, spec.higher_is_better)
-    t_tut = tutorial["seconds"]
-    summary = dict(
-        method=name, metric=spec.metric, tutorial_quality=final, tutorial_seconds=t_tut,
-        tutorial_iterations=tutorial["iterations"], recon_seconds_to_tutorial_quality=t_recon,
-        speedup=(t_tut / t_recon) if t_recon else None,
-        tutorial_at_60s=quality_at(tutorial["checkpoints"], spec.metric, 60.0),
-        recon_at_60s=quality_at(recon["checkpoints"], spec.metric, 60.0),
-        tutorial_s_per_it=tutorial["s_per_iteration"], recon_s_per_it=recon["s_per_iteration"],
-        tutorial_peak_gb=tutorial["peak_rss_gb"], recon_peak_gb=recon["peak_rss_gb"],
-        tutorial_peak_gpu_gb=tutorial["peak_gpu_gb"], recon_peak_gpu_gb=recon["peak_gpu_gb"],
-        load_average=[tutorial["load_average"], recon["load_average"]],
-    )
-    if "iou" in tutorial["checkpoints"][-1] and spec.metric != "iou":
-        summary["tutorial_iou"] = tutorial["checkpoints"][-1]["iou"]
-        summary["recon_iou_at_60s"] = quality_at(recon["checkpoints"], "iou", 60.0)
+    summary = summarise(name, spec, tutorial, recon)
+    t_recon = summary["recon_seconds_to_tutorial_quality"]
     log(f"[{name}] recon reached it after {t_recon if t_recon is None else round(t_recon, 1)} s "
         f"(speed-up {summary['speedup'] and round(summary['speedup'], 2)}x)")
     return dict(summary=summary, tutorial=tutorial, recon=recon)
@@ -303,15 +315,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"Machine: {m['device']}, {m['cpu_count']} CPU cores, torch {m['torch']}, {m['platform']}; "
              f"{'quick smoke run' if result['quick'] else 'full run'} on {m['date']}.", "",
              "| method | quality metric | tutorial recipe: quality (iterations, seconds) | recon: seconds to that quality "
-             "| speed-up | at 60 s: tutorial / recon | s per iteration: tutorial / recon | peak memory GB: tutorial / recon |",
-             "|---|---|---|---:|---:|---|---|---|"]
+             "| speed-up | at 60 s: tutorial / recon | IoU: tutorial at the end / recon at 60 s "
+             "| s per iteration: tutorial / recon | peak memory GB: tutorial / recon |",
+             "|---|---|---|---:|---:|---|---|---|---|"]
     for r in result["methods"].values():
         s = r["summary"]
+        iou = f"{s['tutorial_iou']:.3f} / {s['recon_iou_at_60s']:.3f}" if "tutorial_iou" in s else "-"
         lines.append(
             f"| {s['method']} | {s['metric']} | {_fmt(s['tutorial_quality'])} ({s['tutorial_iterations']} it, "
             f"{s['tutorial_seconds']:.0f} s) | {_fmt(s['recon_seconds_to_tutorial_quality'], 3)} | "
             f"{_fmt(s['speedup'], 3)}{'x' if s['speedup'] else ''} | {_fmt(s['tutorial_at_60s'])} / {_fmt(s['recon_at_60s'])} | "
-            f"{s['tutorial_s_per_it']:.3g} / {s['recon_s_per_it']:.3g} | "
+            f"{iou} | {s['tutorial_s_per_it']:.3g} / {s['recon_s_per_it']:.3g} | "
             f"{s['tutorial_peak_gb']:.2f} / {s['recon_peak_gb']:.2f} |")
     if "streaming" in result:
         st = result["streaming"]
@@ -333,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench_results", help="folder for bench.json and bench.md")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: RECON_DEVICE, else automatic)")
     ap.add_argument("--skip-extras", action="store_true", help="skip the streaming and first-update measurements")
+    ap.add_argument("--only-extras", action="store_true",
+                    help="measure only streaming and first updates, into the bench.json already in --out")
+    ap.add_argument("--resummarise", action="store_true",
+                    help="recompute the summary table from the bench.json in --out (no measurement)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     unknown = [n for n in names if n not in SPECS or n not in METHODS]
@@ -352,6 +370,14 @@ def main(argv: list[str] | None = None) -> int:
                      date=time.strftime("%Y-%m-%d")),
         methods={},
     )
+    if args.resummarise:  # recompute the summaries and the table from bench.json, measuring nothing
+        result = json.loads((out / "bench.json").read_text())
+        for name, r in result["methods"].items():
+            r["summary"] = summarise(name, SPECS[name], r["tutorial"], r["recon"])
+        names, args.skip_extras = [], True
+    elif args.only_extras and (out / "bench.json").exists():
+        result = json.loads((out / "bench.json").read_text())
+        names = []
     for name in names:
         result["methods"][name] = bench_method(name, SPECS[name], device, args.quick, log)
         (out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
