@@ -14,7 +14,8 @@ import dataclasses
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -87,7 +88,11 @@ class ViewSettings:
 
 @dataclass
 class TargetViews:
-    """Rendered training and held-out views of one target, on the CPU."""
+    """Rendered training and held-out views of one target, on the CPU.
+
+    The held-out images are rendered the first time they are asked for (the first evaluation, after
+    the first step), so that a run's first live update does not wait for them.
+    """
 
     settings: ViewSettings
     R: torch.Tensor  # (N, 3, 3)
@@ -96,8 +101,25 @@ class TargetViews:
     silhouettes: torch.Tensor  # (N, H, W) soft silhouettes in [0, 1]
     heldout_R: torch.Tensor  # (M, 3, 3)
     heldout_T: torch.Tensor  # (M, 3)
-    heldout_images: torch.Tensor  # (M, E, E, 3), E = settings.eval_size
-    heldout_silhouettes: torch.Tensor  # (M, E, E)
+    render_heldout: Callable[[], tuple[torch.Tensor, torch.Tensor]] = field(repr=False, compare=False)
+    _heldout: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def _held(self) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._lock:
+            if self._heldout is None:
+                self._heldout = self.render_heldout()
+            return self._heldout
+
+    @property
+    def heldout_images(self) -> torch.Tensor:
+        """(M, E, E, 3), E = settings.eval_size."""
+        return self._held()[0]
+
+    @property
+    def heldout_silhouettes(self) -> torch.Tensor:
+        """(M, E, E)."""
+        return self._held()[1]
 
     @property
     def num_views(self) -> int:
@@ -189,15 +211,10 @@ def render_views(asset: MeshAsset, settings: ViewSettings = ViewSettings(),
     R, T = look_at_view_transform(dist=settings.dist, elev=elev, azim=azim)
     hR, hT = look_at_view_transform(dist=settings.dist, elev=h_elev, azim=h_azim)
     device = torch.device(device)
-    n = R.shape[0]
-    if settings.eval_size == settings.image_size:
-        # training and held-out views in one batch of chunks, so both threads stay busy to the end
-        all_images, all_sils = _render(asset, settings, torch.cat([R, hR]), torch.cat([T, hT]), device)
-        images, sils, h_images, h_sils = all_images[:n], all_sils[:n], all_images[n:], all_sils[n:]
-    else:
-        images, sils = _render(asset, settings, R, T, device)
-        h_images, h_sils = _render(asset, dataclasses.replace(settings, image_size=settings.eval_size), hR, hT, device)
-    views = TargetViews(settings, R, T, images, sils, hR, hT, h_images, h_sils)
+    images, sils = _render(asset, settings, R, T, device)
+    held_settings = dataclasses.replace(settings, image_size=settings.eval_size)
+    views = TargetViews(settings, R, T, images, sils, hR, hT,
+                        render_heldout=lambda: _render(asset, held_settings, hR, hT, device))
     with _views_lock:
         render_count += 1
         _views_cache[key] = views

@@ -129,3 +129,13 @@ def test_turntable_frames():
         assert im.shape == (32, 32, 3) and im.dtype == np.uint8
         assert (im < 250).any() and (im == 255).any()  # the mesh and the white background
     assert not np.array_equal(frames[0], frames[1])  # the camera moved
+
+
+def test_heldout_views_render_on_first_use():
+    """A run's first update does not wait for the held-out views: they render at the first evaluation."""
+    v = render_views(load_builtin("torus"), ViewSettings(num_views=2, image_size=16, heldout_views=1, eval_size=24),
+                     "cpu")
+    assert v._heldout is None
+    images = v.heldout_images
+    assert images.shape == (1, 24, 24, 3) and v.heldout_silhouettes.shape == (1, 24, 24)
+    assert v.heldout_images is images  # rendered once
