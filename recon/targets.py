@@ -223,6 +223,19 @@ def render_views(asset: MeshAsset, settings: ViewSettings = ViewSettings(),
     return views
 
 
+def downsample(images: torch.Tensor, silhouettes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, H, W, 3) and silhouettes (N, H, W) area-averaged to (N, size, size, ...); unchanged at H.
+
+    For coarse-to-fine schedules: a lower resolution's targets are the full-size ones averaged, not
+    a second render.
+    """
+    if size == images.shape[1]:
+        return images, silhouettes
+    down = torch.nn.functional.interpolate
+    return (down(images.permute(0, 3, 1, 2), size=(size, size), mode="area").permute(0, 2, 3, 1),
+            down(silhouettes[:, None], size=(size, size), mode="area")[:, 0])
+
+
 # --- held-out quality ----------------------------------------------------------------------
 
 

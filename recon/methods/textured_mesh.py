@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..params import knob
+from ..targets import downsample
 from .base import ITERATIONS_HELP, MeshData, Method, Snapshot, weighted_total
 
 
@@ -184,12 +185,8 @@ class TexturedMesh(Method):
     def _target(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training images (N, S, S, 3) and silhouettes (N, S, S) at `size`, on the device."""
         if size not in self._targets:
-            images, sils = self.views.images, self.views.silhouettes
-            if size != images.shape[1]:
-                f = images.shape[1] // size
-                images = F.avg_pool2d(images.permute(0, 3, 1, 2), f).permute(0, 2, 3, 1)
-                sils = F.avg_pool2d(sils[:, None], f)[:, 0]
-            self._targets[size] = (images.to(self.device), sils.to(self.device))
+            self._targets[size] = downsample(self.views.images.to(self.device), self.views.silhouettes.to(self.device),
+                                             size)
         return self._targets[size]
 
     def _render(self, mesh, idx: torch.Tensor, size: int, soft: bool = True, heldout: bool = False) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..params import knob
-from ..targets import ViewSettings, psnr, render_views, silhouette_iou
+from ..targets import ViewSettings, downsample, psnr, render_views, silhouette_iou
 from .base import ITERATIONS_HELP, Method, PointData, Snapshot, weighted_total
 
 #: Camera distance of the training, held-out and turntable cameras (``generate_cow_renders``).
@@ -277,7 +277,7 @@ class Volume(VolumetricMethod):
         self.optimizer = torch.optim.Adam([self.log_densities, self.log_colors], lr=cfg.lr)
         self.raymarcher = EmissionAbsorptionRaymarcher()
         self._renderers: dict[tuple[int, int], Any] = {}
-        self._small: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # downsampled targets (one size)
+        self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training targets by image size
 
     def volumes(self, batch: int):
         """The grid as a batch of `batch` identical ``Volumes`` (sigmoid of the parameters)."""
@@ -305,7 +305,7 @@ class Volume(VolumetricMethod):
         (Carrying Adam's moments over, upsampled and rescaled, was measured: no gain, so it restarts.)
         """
         cfg = self.cfg
-        if self.log_densities.shape[-1] == cfg.grid_size or self.iteration < round(cfg.grow_at * cfg.iterations):
+        if self.log_densities.shape[-1] == cfg.grid_size or self.coarse_phase():
             return
         size = (cfg.grid_size,) * 3
         with torch.no_grad():
@@ -314,21 +314,21 @@ class Volume(VolumetricMethod):
         self.log_densities, self.log_colors = (u.requires_grad_(True) for u in up)
         self.optimizer = torch.optim.Adam([self.log_densities, self.log_colors], lr=cfg.lr)
 
+    def coarse_phase(self) -> bool:
+        """Before the upsampling point: the coarse grid and coarse images (where set) are in use."""
+        return self.iteration < round(self.cfg.grow_at * self.cfg.iterations)
+
     def train_size(self) -> int:
         """Image side of this step: the coarse size before the upsampling point (when set), else the full size."""
         cfg = self.cfg
-        coarse = 0 < cfg.coarse_image_size < cfg.image_size and self.iteration < round(cfg.grow_at * cfg.iterations)
+        coarse = 0 < cfg.coarse_image_size < cfg.image_size and self.coarse_phase()
         return cfg.coarse_image_size if coarse else cfg.image_size
 
     def targets_at(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training images (N, S, S, 3) and silhouettes (N, S, S) at `size` (area-downsampled), on the device."""
-        if size == self.images.shape[1]:
-            return self.images, self.silhouettes
-        if size not in self._small:
-            down = torch.nn.functional.interpolate
-            self._small = {size: (down(self.images.permute(0, 3, 1, 2), size=(size, size), mode="area").permute(0, 2, 3, 1),
-                                  down(self.silhouettes[:, None], size=(size, size), mode="area")[:, 0])}
-        return self._small[size]
+        if size not in self._targets:
+            self._targets[size] = downsample(self.images, self.silhouettes, size)
+        return self._targets[size]
 
     def step(self) -> dict[str, torch.Tensor]:
         self.maybe_grow()
