@@ -1,10 +1,13 @@
-# recon: the Gradio app in a container.
+# recon: the Gradio app in a container, ready to host in public.
 #   docker build -t recon .
-#   docker run --rm -p 7860:7860 recon               # CPU
-#   docker run --rm -p 7860:7860 --gpus all recon    # GPU (needs the NVIDIA Container Toolkit on the host)
+#   docker run --rm -p 7860:7860 --memory 8g recon                  # CPU
+#   docker run --rm -p 7860:7860 --memory 16g --gpus all recon      # GPU (needs the NVIDIA Container Toolkit)
 # One image for both: torch 2.11.0 from PyPI is the CUDA build and brings its own CUDA runtime, so it
 # uses a GPU when the container is given one and falls back to the CPU otherwise.
-FROM python:3.11-slim
+#
+# The base image is pinned to a Python patch release on Debian 12; for a byte-identical base, add its
+# digest (`docker buildx imagetools inspect python:3.11.13-slim-bookworm`) as `FROM ...@sha256:<digest>`.
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,23 +15,27 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     GRADIO_SERVER_NAME=0.0.0.0 \
-    GRADIO_SERVER_PORT=7860
+    GRADIO_SERVER_PORT=7860 \
+    RECON_RUN_MAX_SECONDS=900 \
+    RECON_SESSION_TTL=900 \
+    RECON_PAUSE_TIMEOUT=600
 
-# Non-root user with uid 1000 (what Hugging Face Spaces expect); its home holds the app and the caches.
+# Non-root user with uid 1000 (what Hugging Face Spaces expect). It owns only its home (caches and
+# temporary files); the code belongs to root and is read-only to it.
 RUN useradd --create-home --uid 1000 user
-ENV HOME=/home/user \
-    PATH=/home/user/.local/bin:$PATH
-WORKDIR /home/user/app
+WORKDIR /opt/recon
 
-# Dependencies first, so that code changes do not reinstall them.
-COPY --chown=user:user requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies first, so that code changes do not reinstall them; every version is pinned.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir pip==25.2 && pip install --no-cache-dir -r requirements.txt
 
-COPY --chown=user:user app.py ./
-COPY --chown=user:user recon ./recon
-COPY --chown=user:user assets ./assets
+COPY app.py page.py ./
+COPY recon ./recon
+COPY assets ./assets
+RUN chmod -R a-w /opt/recon
 
 USER user
+ENV HOME=/home/user
 EXPOSE 7860
 
 # Plain Python (no curl in the slim image): healthy when the page answers.

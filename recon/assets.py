@@ -14,20 +14,52 @@ import io
 import math
 import os
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+
+from .meshcheck import Declared, MalformedMesh, StructureTooLarge, declared_size
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 #: Uploads larger than this are refused before they are parsed.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-#: Meshes with more faces than this are refused (simplify them first, e.g. in Blender or MeshLab).
+#: The most faces a target may have. An upload with more (up to HARD_MAX_FACES) is simplified to this.
 MAX_FACES = 200_000
+
+# What an upload may declare, checked (recon.meshcheck) before anything is parsed. A 20 MB binary file
+# holds at most ~1.1 million triangles; only instancing (GLB nodes) or huge polygons declare more, and
+# those are what cost the loaders gigabytes.
+#: Uploads declaring more faces (triangles, once polygons are split) are refused. Simplifying 1 million
+#: faces takes fast-simplification ~3 s and ~300 MB (2.6 million: 8 s, 725 MB); a whole 19 MB upload of
+#: 1 million faces took 14 s and +0.5 GB on a busy 2-core machine.
+HARD_MAX_FACES = 1_000_000
+#: A triangle soup (STL, unindexed GLB) has three vertices a face.
+HARD_MAX_VERTICES = 3 * HARD_MAX_FACES
+#: A face with more corners is no modelling polygon: fan-triangulating one 199,701-corner face gave
+#: 199,699 slivers on 3 vertices.
+MAX_FACE_CORNERS = 64
+#: PyTorch3D reads .ply/.off faces of differing sizes one face at a time (~0.5 KB and 5-40 us a
+#: triangle), so such files may hold at most this many triangles; faces all of one size are vectorised.
+MAX_MIXED_FACES = 100_000
+#: GLB nodes, and mesh parts (primitives times placements): trimesh spends ~0.15 ms on each node when
+#: it builds a scene, and flattening it copies every part.
+MAX_GLB_NODES = 2_000
+#: Bytes trimesh copies out of a GLB's buffer views and accessors (it materialises every accessor).
+MAX_GLB_DATA_BYTES = 128 * 2**20
+#: Embedded images with more pixels than 4096 x 4096 are refused. Upload textures are never decoded
+#: (uploads are coloured by position), but a PNG of a few bytes can declare gigapixels to whatever does.
+MAX_TEXTURE_PIXELS = 4096 * 4096
 UPLOAD_EXTENSIONS = (".obj", ".ply", ".off", ".stl", ".glb")
+
+_SIMPLIFY = ("Simplify it first (e.g. Blender's Decimate modifier or MeshLab's Quadric Edge Collapse Decimation) "
+             "and upload the result.")
+_JOIN = "Join its parts into one mesh (e.g. in Blender: select all, Ctrl+J) and export it again."
 
 
 class AssetError(ValueError):
@@ -94,19 +126,21 @@ def colour_ramp(verts: torch.Tensor) -> torch.Tensor:
     return (0.15 + 0.75 * t).float()
 
 
-def check_mesh(verts: torch.Tensor, faces: torch.Tensor, what: str) -> None:
-    """Raise :class:`AssetError` with a plain message for anything that cannot be fitted."""
+def check_mesh(verts: torch.Tensor, faces: torch.Tensor, what: str, max_faces: int | None = None) -> None:
+    """Raise :class:`AssetError` with a plain message for anything that cannot be fitted.
+
+    `max_faces` defaults to MAX_FACES; uploads are checked against HARD_MAX_FACES before simplifying.
+    """
+    max_faces = MAX_FACES if max_faces is None else max_faces
     if verts.ndim != 2 or verts.shape[0] == 0:
         raise AssetError(f"{what} has no vertices.")
     if faces.ndim != 2 or faces.shape[0] == 0:
         raise AssetError(f"{what} has no faces (is it a point cloud?). A triangle mesh is needed.")
     if faces.shape[1] != 3:
         raise AssetError(f"{what} has faces with {faces.shape[1]} corners; triangles are needed.")
-    if faces.shape[0] > MAX_FACES:
+    if faces.shape[0] > max_faces:
         raise AssetError(
-            f"{what} has {faces.shape[0]:,} faces; the limit is {MAX_FACES:,}. "
-            "Simplify it first (e.g. Blender's Decimate modifier or MeshLab's Quadric Edge Collapse "
-            "Decimation) and upload the result."
+            f"{what} has {faces.shape[0]:,} faces; the limit is {max_faces:,}. {_SIMPLIFY}"
         )
     if not torch.isfinite(verts).all():
         raise AssetError(f"{what} has NaN or infinite vertex coordinates.")
@@ -128,7 +162,8 @@ def check_mesh(verts: torch.Tensor, faces: torch.Tensor, what: str) -> None:
 def non_manifold_edges(faces: torch.Tensor) -> int:
     """How many edges are shared by more than two faces."""
     edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values  # (3F, 2)
-    _, counts = edges.unique(dim=0, return_counts=True)
+    keys = edges[:, 0] * (int(faces.max()) + 1) + edges[:, 1]  # (3F,) one integer per edge: unique(dim=0) is ~10x slower
+    _, counts = keys.unique(return_counts=True)
     return int((counts > 2).sum())
 
 
@@ -275,19 +310,76 @@ def _read_mesh(path: str, data: bytes, ext: str) -> tuple[torch.Tensor, torch.Te
     import trimesh
 
     # From memory and without a resolver: a glTF's external buffer/image URIs cannot reach the disk.
-    loaded = trimesh.load(io.BytesIO(data), file_type=ext[1:], force="mesh", process=False)
+    # Without materials: uploads are coloured by position, so a GLB's textures are never decoded.
+    extra = {"skip_materials": True} if ext == ".glb" else {}
+    loaded = trimesh.load(io.BytesIO(data), file_type=ext[1:], force="mesh", process=False, **extra)
     if not isinstance(loaded, trimesh.Trimesh):
         raise AssetError("the file holds no triangle mesh")
     return torch.as_tensor(loaded.vertices, dtype=torch.float32), torch.as_tensor(loaded.faces, dtype=torch.int64)
 
 
+def _check_declared(d: Declared, ext: str, what: str) -> None:
+    """Refuse, before anything is parsed, a file that declares more than the loaders can build in
+    bounded time and memory (see the limits at the top of this module)."""
+    if d.max_corners > MAX_FACE_CORNERS:
+        raise AssetError(f"{what} has a face with {d.max_corners:,} corners (at most {MAX_FACE_CORNERS} are accepted): "
+                         "it is not a usable polygon mesh. Export it with triangulated faces and upload it again.")
+    if d.faces > HARD_MAX_FACES:
+        kind = "faces" if d.max_corners <= 3 else "triangles once its polygons are split"
+        raise AssetError(f"{what} declares {d.faces:,} {kind}; the limit is {HARD_MAX_FACES:,} (meshes above "
+                         f"{MAX_FACES:,} faces are simplified automatically). {_SIMPLIFY}")
+    if d.vertices > HARD_MAX_VERTICES:
+        raise AssetError(f"{what} declares {d.vertices:,} vertices; the limit is {HARD_MAX_VERTICES:,}. {_SIMPLIFY}")
+    if ext in (".ply", ".off") and not d.uniform and d.faces > MAX_MIXED_FACES:
+        raise AssetError(f"{what} mixes faces of {d.min_corners} to {d.max_corners} corners ({d.faces:,} triangles once "
+                         f"split); {ext} files like that are read one face at a time, so at most {MAX_MIXED_FACES:,} are "
+                         "accepted. Export it with triangulated faces, or as .obj, and upload it again.")
+    if d.nodes > MAX_GLB_NODES:
+        raise AssetError(f"{what} has {d.nodes:,} nodes; the limit is {MAX_GLB_NODES:,}. {_JOIN}")
+    if d.parts > MAX_GLB_NODES:
+        raise AssetError(f"{what} is made of {d.parts:,} mesh parts (primitives, counting every placement); the limit is "
+                         f"{MAX_GLB_NODES:,}. {_JOIN}")
+    if d.data_bytes > MAX_GLB_DATA_BYTES:
+        raise AssetError(f"{what} declares {d.data_bytes / 2**20:,.0f} MB of vertex, index and image data; the limit is "
+                         f"{MAX_GLB_DATA_BYTES // 2**20} MB. {_SIMPLIFY}")
+    for width, height in d.images:
+        if width * height > MAX_TEXTURE_PIXELS:
+            side = math.isqrt(MAX_TEXTURE_PIXELS)
+            raise AssetError(f"{what} embeds a {width:,}×{height:,}-pixel image; the limit is {side}×{side} pixels. Textures "
+                             "are not used here: export it without textures, or with smaller ones, and upload it again.")
+
+
+#: fast-simplification keeps the mesh in module-global C++ state between its load, simplify and
+#: return steps, so concurrent uploads must take turns.
+_SIMPLIFY_LOCK = threading.Lock()
+
+
+def simplify(verts: torch.Tensor, faces: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mesh (more than `target` faces) decimated to about `target` faces by quadric edge collapse
+    (fast-simplification, which trimesh also uses): float64 (V', 3) vertices and int64 (F', 3) faces.
+
+    Identical vertex positions are welded first: STL and unindexed GLB store each triangle's corners
+    separately, and edges between triangles that share no vertex cannot be collapsed.
+    """
+    import fast_simplification
+
+    rows = np.ascontiguousarray(verts.double().numpy()).view(np.dtype((np.void, 24)))[:, 0]  # (V,) a position each
+    unique, weld = np.unique(rows, return_inverse=True)  # (U,), (V,)
+    points = unique.view(np.float64).reshape(-1, 3)  # (U, 3)
+    with _SIMPLIFY_LOCK:
+        points, triangles = fast_simplification.simplify(points, weld[faces.numpy()], target_count=target)
+    return torch.from_numpy(points), torch.from_numpy(triangles).long()
+
+
 def load_upload(path: str | os.PathLike, filename: str | None = None) -> MeshAsset:
     """Load, check and normalise an uploaded mesh file; :class:`AssetError` says what is wrong.
 
-    The size limit is checked before anything is parsed. Vertices no face uses are dropped, and the
-    mesh is centred and scaled in float64 so that huge coordinates cannot overflow. A mesh with
-    non-manifold edges is accepted (every method only samples its surface and renders it) and the
-    asset's ``notes`` say so.
+    The byte size, and then the sizes the file declares (recon.meshcheck: faces, polygon sizes, GLB
+    nodes, accessors and images), are checked before anything is parsed. Vertices no face uses are
+    dropped, and the mesh is centred and scaled in float64 so that huge coordinates cannot overflow. A
+    mesh with more than MAX_FACES faces is simplified to MAX_FACES. A mesh with non-manifold edges is
+    accepted (every method only samples its surface and renders it). The asset's ``notes`` say what
+    was changed.
     """
     path = str(path)
     shown = display_name(filename or path)
@@ -314,6 +406,15 @@ def load_upload(path: str | os.PathLike, filename: str | None = None) -> MeshAss
     if kind is not None:
         raise AssetError(f"'{shown}' is not a mesh: it looks like {kind}. Upload one of {', '.join(UPLOAD_EXTENSIONS)}.")
     digest = hashlib.sha1(data).hexdigest()[:16]
+    what = f"'{shown}'"
+    try:
+        declared = declared_size(data, ext)
+    except MalformedMesh as exc:
+        raise AssetError(f"{what} could not be read as a {ext} mesh ({exc}). The file is damaged or truncated: "
+                         "export it again.") from None
+    except StructureTooLarge as exc:
+        raise AssetError(f"{what} is too complex to load: {exc}. {_JOIN if ext == '.glb' else _SIMPLIFY}") from None
+    _check_declared(declared, ext, what)
     try:
         verts, faces = _read_mesh(path, data, ext)
     except AssetError as exc:
@@ -321,11 +422,10 @@ def load_upload(path: str | os.PathLike, filename: str | None = None) -> MeshAss
     except Exception as exc:  # loaders raise anything from ValueError to IndexError on junk
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise AssetError(f"'{shown}' could not be read as a {ext} mesh ({reason}).") from None
-    what = f"'{shown}'"
     if verts.numel() == 0 and faces.numel() == 0:
         raise AssetError(f"{what} holds no mesh: no vertices or faces were found in it. Is it really a {ext} file?")
     verts, faces = verts.float(), faces.long()
-    check_mesh(verts, faces, what)
+    check_mesh(verts, faces, what, max_faces=HARD_MAX_FACES)
     notes = []
     used, faces = faces.unique(return_inverse=True)  # (U,), (F, 3) renumbered
     if used.numel() < verts.shape[0]:
@@ -333,6 +433,11 @@ def load_upload(path: str | os.PathLike, filename: str | None = None) -> MeshAss
         notes.append(f"{n:,} vert{'ex' if n == 1 else 'ices'} that no face uses {'was' if n == 1 else 'were'} dropped.")
     verts = verts[used].double()
     verts = (verts - verts.mean(0)) / (verts - verts.mean(0)).abs().max()  # float64: no overflow
+    if faces.shape[0] > MAX_FACES:
+        n = faces.shape[0]
+        verts, faces = simplify(verts, faces, MAX_FACES)
+        notes.append(f"Simplified from {n:,} to {faces.shape[0]:,} faces (quadric decimation) to fit the "
+                     f"{MAX_FACES:,}-face limit.")
     bad_edges = non_manifold_edges(faces)
     if bad_edges:
         notes.append(f"{bad_edges:,} edge{' is' if bad_edges == 1 else 's are'} shared by more than two faces "

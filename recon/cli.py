@@ -1,19 +1,20 @@
-"""The headless command line: ``python -m recon fit ...`` and ``python -m recon list``.
+"""The headless command line: ``python -m recon fit ...``, ``export-views`` and ``list``.
 
 ``fit`` drives the same :class:`recon.runner.Run` as the page and writes the same files (see
-:func:`recon.export.export_run`). Settings are layered, later wins:
+:mod:`recon.export`). Settings are layered, later wins:
 
     method defaults  <  --config FILE  <  --preset NAME  <  --set NAME=VALUE ...  <  --iters / --seed
 
-Without --config or --preset the method's preset for the device is used, as the page does. Any bad
-argument ends with a one-line message and exit status 2; a run that fails exits with 1.
+Without --config or --preset the method's preset for the device is used, as the page does. The run
+is priced before it starts (memory and time, :mod:`recon.cost`) and refused when it would not fit
+this machine (``--force`` runs it anyway). A target is a built-in name, a mesh file, or a multi-view
+dataset (a folder or a .zip in the NeRF-synthetic layout). Any bad argument ends with a one-line
+message and exit status 2; a run that fails exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,14 +31,28 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m recon",
                                 description="3D reconstruction by differentiable rendering, without the page.")
-    sub = p.add_subparsers(dest="command", metavar="{fit,list}")
+    sub = p.add_subparsers(dest="command", metavar="{fit,export-views,list}")
     sub.required = True
     sub.add_parser("list", help="methods, built-in targets and presets")
+    v = sub.add_parser("export-views", help="write a target's views in the NeRF-synthetic layout",
+                       description="Write a target's training and held-out views as a multi-view dataset "
+                                   "(transforms_train.json, transforms_test.json, RGBA PNGs), as a method sees them.")
+    v.add_argument("--target", default="cow", help="built-in target name or a mesh file (default: cow)")
+    v.add_argument("--method", default="volume", help="whose cameras: textured_mesh (its sweep, white background) or "
+                                                     "volume / nerf / splats (the ring); default volume")
+    v.add_argument("--views", type=int, default=40, help="training views (default 40)")
+    v.add_argument("--test-views", type=int, default=8, help="held-out views (default 8)")
+    v.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    v.add_argument("--out", required=True, metavar="DIR_OR_ZIP", help="a folder, or a path ending in .zip")
     f = sub.add_parser("fit", help="run one method on one target and write its files",
                        description="Run one method on one target and write the mesh, videos, history and config.")
     f.add_argument("--method", help="method name (see `list`); default: the config's, else deform")
-    f.add_argument("--target", help="built-in target name or a mesh file (.obj .ply .off .stl .glb); "
-                                    "default: the config's, else cow")
+    f.add_argument("--target", help="built-in target name, a mesh file (.obj .ply .off .stl .glb), or a dataset "
+                                    "folder or .zip (NeRF-synthetic layout); default: the config's, else cow")
+    f.add_argument("--center", nargs=3, type=float, metavar=("X", "Y", "Z"),
+                   help="datasets: the scene point to place at the origin (default: nearest to all optical axes)")
+    f.add_argument("--scale", type=float, help="datasets: the scene's scale factor (default: cameras at 2.7)")
+    f.add_argument("--force", action="store_true", help="run even when the estimate exceeds this machine's budget")
     f.add_argument("--iters", type=int, metavar="N", help="iterations (overrides the config)")
     f.add_argument("--out", metavar="DIR", help="output folder (default: runs/<method>_<target>)")
     f.add_argument("--config", metavar="JSON", help="a config written by the page or by fit")
@@ -60,14 +75,16 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_list(out=sys.stdout) -> int:
     from .assets import BUILTINS
     from .methods import METHODS
+    from .targets import BUILTIN_DATASETS
 
     print("Methods:", file=out)
     width = max(map(len, METHODS))
     for name, (cls, line) in METHODS.items():
         print(f"  {name:<{width}}  {line}", file=out)
-    print("\nBuilt-in targets (or give a mesh file path):", file=out)
-    width = max(map(len, BUILTINS))
-    for name, (_, line) in BUILTINS.items():
+    print("\nBuilt-in targets (or give a mesh file, or a dataset folder or .zip):", file=out)
+    targets = {**{k: v[1] for k, v in BUILTINS.items()}, **{k: v[1] for k, v in BUILTIN_DATASETS.items()}}
+    width = max(map(len, targets))
+    for name, line in targets.items():
         shown = f'"{name}"' if " " in name else name
         print(f"  {shown:<{width + 2}}  {line}", file=out)
     print("\nPresets:", file=out)
@@ -81,62 +98,46 @@ def cmd_list(out=sys.stdout) -> int:
 # --- fit --------------------------------------------------------------------------------------
 
 
-def parse_set(items: Sequence[str], cfg_cls: type) -> dict[str, Any]:
-    """``NAME=VALUE`` strings -> values checked against the knobs' kinds (bounds are clamped later)."""
-    from .params import knobs
-
-    by_name = {k.name: k for k in knobs(cfg_cls)}
-    values: dict[str, Any] = {}
+def parse_set(items: Sequence[str], cfg_cls: type) -> dict[str, str]:
+    """``NAME=VALUE`` strings -> raw values by name (checked by :func:`recon.params.validate`)."""
+    values: dict[str, str] = {}
     for item in items:
         name, sep, raw = item.partition("=")
-        name, raw = name.strip(), raw.strip()
-        if not sep or not name:
+        if not sep or not name.strip():
             raise UsageError(f"--set wants NAME=VALUE, got {item!r}")
-        k = by_name.get(name)
-        if k is None:
-            raise UsageError(f"unknown setting {name!r}; settings are {', '.join(by_name)}")
-        if k.kind == "bool":
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise UsageError(f"--set {name}: {raw!r} is not true/false")
-            values[name] = raw.lower() in ("1", "true", "yes", "on")
-        elif k.kind == "choice":
-            if raw not in k.choices:
-                raise UsageError(f"--set {name}: {raw!r} is not one of {', '.join(k.choices)}")
-            values[name] = raw
-        else:
-            try:
-                num = float(raw)
-            except ValueError:
-                raise UsageError(f"--set {name}: {raw!r} is not a number") from None
-            if not math.isfinite(num):
-                raise UsageError(f"--set {name}: {raw!r} is not finite")
-            values[name] = num
+        values[name.strip()] = raw.strip()
     return values
 
 
-def _resolve_target(spec: str):
-    """(asset, name, source) for a built-in name or a mesh file path."""
-    from .assets import BUILTINS, AssetError, load_builtin, load_upload
+def _resolve_target(spec: str, center: Sequence[float] | None = None, scale: float | None = None):
+    """(target, name, source) for a built-in name, a mesh file, or a dataset folder or zip."""
+    from .assets import AssetError, load_upload
+    from .datasets import DatasetError, read_dataset
+    from .targets import TargetChoice
 
-    if spec in BUILTINS:
-        return load_builtin(spec), spec, "builtin"
-    if os.path.isfile(spec):
-        try:
+    try:
+        if TargetChoice.is_builtin(spec):
+            return TargetChoice().resolve(spec), spec, "builtin"
+        path = Path(spec)
+        if path.is_dir() or (path.is_file() and path.suffix.lower() == ".zip"):
+            return read_dataset(path, center=center, scale=scale), spec, "file"
+        if path.is_file():
             return load_upload(spec), spec, "file"
-        except AssetError as exc:
-            raise UsageError(str(exc)) from None
-    if os.path.exists(spec):
-        raise UsageError(f"target {spec!r} is not a file")
-    raise UsageError(f"unknown target {spec!r}: not a built-in ({', '.join(BUILTINS)}) and no such file")
+    except (AssetError, DatasetError) as exc:
+        raise UsageError(str(exc)) from None
+    if path.exists():
+        raise UsageError(f"target {spec!r} is not a file or a dataset folder")
+    raise UsageError(f"unknown target {spec!r}: not a built-in ({', '.join(TargetChoice.names()[:-2])}) and no "
+                     "such file or folder")
 
 
 def build_config(args: argparse.Namespace) -> tuple[str, str, Any, list[str]]:
     """(method, target spec, config, warnings) from the layered arguments."""
     import dataclasses
 
-    from .export import ConfigError, load_config
+    from .config import ConfigError, load_config
     from .methods import METHODS, get_method
-    from .params import from_values
+    from .params import SettingError, validate
 
     loaded = None
     if args.config:
@@ -160,40 +161,42 @@ def build_config(args: argparse.Namespace) -> tuple[str, str, Any, list[str]]:
         if preset not in cls.presets:
             raise UsageError(f"unknown preset {preset!r} for {method}; presets are "
                              f"{', '.join(cls.presets) or '(none)'}")
-        cfg, msgs = from_values(cls.Config, cls.presets[preset], base=cfg)
+        cfg, msgs = validate(cls.Config, cls.presets[preset], base=cfg)
         warnings += msgs
-    values = parse_set(args.sets, cls.Config)
+    values: dict[str, Any] = parse_set(args.sets, cls.Config)
     if args.iters is not None:
         values["iterations"] = args.iters
     if args.seed is not None:
         if not any(f.name == "seed" for f in dataclasses.fields(cls.Config)):
             raise UsageError(f"{method} has no seed setting")
         values["seed"] = args.seed
-    cfg, msgs = from_values(cls.Config, values, base=cfg)
+    try:
+        cfg, msgs = validate(cls.Config, values, base=cfg, strict=True)
+    except SettingError as exc:
+        raise UsageError(f"--set {exc}") from None
     warnings += msgs
     return method, target, cfg, warnings
 
 
 def _progress(run, quiet: bool) -> None:
-    """Follow the run with a tqdm bar (it/s and the current loss) until it ends."""
+    """Follow the run with a tqdm bar (it/s, the loss and the live quality) until it has been scored."""
     from tqdm import tqdm
 
     bar = tqdm(total=run.total, unit="it", disable=quiet, dynamic_ncols=True, file=sys.stderr)
     try:
-        shown, state = 0, None
+        cursor, state = None, None
         while True:
-            finished = not run.alive
-            st = run.status()
-            if st["state"] != state:
-                state = st["state"]
+            view = run.poll(cursor)
+            cursor = view.cursor
+            if view.state != state:
+                state = view.state
                 bar.set_description_str(state)
-            if st["iteration"] > shown:
-                bar.update(st["iteration"] - shown)
-                shown = st["iteration"]
-            total = st["loss"].get("total")
-            if total is not None:
-                bar.set_postfix_str(f"loss={total:.5g}", refresh=False)
-            if finished:
+            bar.update(view.iteration - bar.n)
+            parts = [f"loss={view.last_loss['total']:.5g}"] if "total" in view.last_loss else []
+            parts += [f"{k}={v:.4g}" for k, v in view.last_live.items() if k not in ("iteration", "time")]
+            if parts:
+                bar.set_postfix_str(" ".join(parts), refresh=False)
+            if view.settled:
                 break
             time.sleep(0.1)
     finally:
@@ -202,7 +205,11 @@ def _progress(run, quiet: bool) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .assets import safe_name
+    from .budget import Limits
+    from .cost import advice
     from .device import describe, pick_device
+    from .server import run_limits
+    from .targets import adapt_settings
 
     try:
         device = pick_device(args.device)
@@ -217,42 +224,85 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"--iters must be at least 1, not {args.iters}")
     args.device_type = device.type
     method, target_spec, cfg, warnings = build_config(args)
-    asset, target, source = _resolve_target(target_spec)
-    out = Path(args.out or Path("runs") / f"{method}_{safe_name(target)}")
+    target, name, source = _resolve_target(target_spec, args.center, args.scale)
+    from .methods import get_method
+
+    cls = get_method(method)
+    if not cls.fits_images and not hasattr(target, "verts"):
+        raise UsageError(f"{method} fits a mesh's surface; {name!r} is an image dataset: give a mesh target")
+    cfg, notes = adapt_settings(cfg, target)
+    warnings += [f"adapted to the dataset: {n}" for n in notes] + [f"dataset: {n}" for n in getattr(target, "notes", ())]
+    try:
+        limits = run_limits(1, device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    est = cls.estimate(cfg, device)
+    fits = ((limits.memory_bytes is None or est.memory_bytes <= limits.memory_bytes)
+            and (limits.seconds is None or est.total_seconds <= limits.seconds))
+    out = Path(args.out or Path("runs") / f"{method}_{safe_name(target.name)}")
+    for w in warnings:
+        print(f"recon: warning: {w}", file=sys.stderr)
+    print(f"recon: {method} on {target.name} · {cfg.iterations} iterations · device {describe(device)} · "
+          f"estimate {est.describe()}", file=sys.stderr)
+    if not fits and not args.force:
+        raise UsageError(advice(method, cfg, device, limits.memory_bytes, limits.seconds) + " (--force runs it anyway)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
-    for w in warnings:
-        print(f"recon: warning: {w}", file=sys.stderr)
 
     from .export import describe_files, export_run
-    from .methods import get_method
     from .runner import Run
 
-    print(f"recon: {method} on {asset.name} · {cfg.iterations} iterations · device {describe(device)}",
-          file=sys.stderr)
-    run = Run(get_method(method), asset, cfg, device).start()
+    run = Run(cls, target, cfg, device, limits=limits if not args.force else Limits()).start()
     try:
         _progress(run, args.quiet)
     except KeyboardInterrupt:
         print("recon: interrupted; stopping and saving what there is", file=sys.stderr)
         run.stop()
-    run.join()
-    notes: list[str] = []
+    run.wait_settled()
+    notes = []
     try:
-        files = export_run(run, out, target, source, threshold=args.threshold, frames=args.frames,
-                           size=args.size, notes=notes)
+        files = export_run(run, out, name if source == "builtin" else target.name, source, threshold=args.threshold,
+                           frames=args.frames, size=args.size, notes=notes)
     except OSError as exc:
         print(f"recon: error: writing the files into {out} failed ({exc.strerror or exc})", file=sys.stderr)
         run.close()
         return EXIT_RUN_FAILED
     for n in notes:
         print(f"recon: note: {n}", file=sys.stderr)
-    print(f"recon: {run.state}: {run.message}", file=sys.stderr)
+    view = run.poll()
+    score = " · ".join(f"{k} {v:.4g}" for k, v in view.final.items())
+    print(f"recon: {view.state}: {view.message}" + (f" Held-out score: {score}." if score else ""), file=sys.stderr)
     print(f"recon: wrote {len(files)} files to {out}:\n" + describe_files(files))
     run.close()
-    return EXIT_RUN_FAILED if run.state == "error" else 0
+    return EXIT_RUN_FAILED if view.state == "error" else 0
+
+
+def cmd_export_views(args: argparse.Namespace) -> int:
+    from .methods import METHODS, get_method
+    from .targets import ViewSettings, views_for, write_views
+
+    if args.method not in METHODS or not get_method(args.method).fits_images:
+        raise UsageError(f"--method {args.method!r}: choose a method that fits images "
+                         f"({', '.join(m for m, (c, _) in METHODS.items() if c.fits_images)})")
+    for flag, value, lo, hi in (("--views", args.views, 2, 300), ("--test-views", args.test_views, 1, 100),
+                                ("--size", args.size, 16, 1024)):
+        if not lo <= value <= hi:
+            raise UsageError(f"{flag} must be between {lo} and {hi}, not {value}")
+    target, _, _ = _resolve_target(args.target)
+    if not hasattr(target, "verts"):
+        raise UsageError(f"{args.target!r} is a dataset already: nothing to render")
+    settings = ViewSettings(num_views=args.views, image_size=args.size, sweep=getattr(get_method(args.method), "sweep",
+                                                                                      "ring"),
+                            heldout_views=args.test_views, eval_size=args.size)
+    try:
+        out = write_views(views_for(target, settings), args.out)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
+    print(f"recon: wrote {args.views} training and {args.test_views} held-out views of {target.name} "
+          f"({args.size} px) to {out}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list()
+        if args.command == "export-views":
+            return cmd_export_views(args)
         return cmd_fit(args)
     except UsageError as exc:
         print(f"recon: error: {exc}", file=sys.stderr)

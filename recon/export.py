@@ -1,42 +1,39 @@
-"""Results -> files: meshes (GLB, OBJ), density grids (NPZ), videos (MP4, GIF), history (CSV), config (JSON).
+"""Results -> files: meshes (GLB, OBJ), density grids (NPZ), splats (PLY), videos (MP4, GIF), history
+(CSV), config (JSON).
 
-Everything here works from plain data (:class:`~recon.methods.base.MeshData`, numpy arrays, history
-rows), so neither the page nor the CLI needs anything but :func:`export_run`, and tests need no
-gradio. File names are built from :func:`recon.assets.safe_name` stems only, never from raw input.
-
-The config JSON (:func:`config_dict` / :func:`parse_config`) is the reproducible description of a
-run: method, target, every knob, seed, device and library versions. Loading it validates each
-field and raises :class:`ConfigError` with a message meant for the person who wrote the file.
+Everything here works from plain data (:class:`~recon.methods.base.Result`, numpy arrays, history
+rows read through :meth:`recon.runner.Run.poll`), so neither the page nor the CLI needs anything
+but :func:`export_core` and :func:`export_extras`, and tests need no gradio. The core files (the
+fitted model, history and config) take seconds; the videos may take longer and come second. File
+names are built from :func:`recon.assets.safe_name` stems only, never from raw input.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from pytorch3d.ops.marching_cubes import marching_cubes
+from pytorch3d.renderer import TexturesVertex, look_at_view_transform
+from pytorch3d.structures import Meshes
 
-from .assets import safe_name
-from .methods.base import MeshData, Snapshot
-from .params import from_values, knobs, to_values
+from .assets import colour_ramp, safe_name
+from .config import config_dict, plain, write_config
+from .images import square
+from .methods.base import MeshData, Result, Snapshot
+from .params import to_values
+from .render import CAMERA_DIST, phong_frames
+from .render import mesh_turntable as render_turntable
+from .splatting import write_splat_ply
 
-CONFIG_FORMAT = "recon-config"
-CONFIG_VERSION = 1
-#: Camera of the turntable and the timelapse frames (the tutorials' distance).
-CAMERA_DIST = 2.7
+#: Camera of the turntable and the timelapse frames.
 CAMERA_ELEV = 15.0
 TIMELAPSE_AZIM = 30.0
 VIDEO_FPS = 12
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message says what is wrong with it."""
 
 
 # --- meshes -------------------------------------------------------------------------------------
@@ -48,9 +45,7 @@ def transfer_colors(verts: np.ndarray, asset: Any | None) -> np.ndarray:
     Without a target, a colour ramp over the mesh's own positions. (V, 3) float32 in [0, 1].
     """
     v = torch.as_tensor(verts, dtype=torch.float32)
-    if asset is None:
-        from .assets import colour_ramp
-
+    if asset is None or not hasattr(asset, "vert_colors"):  # no target mesh (e.g. a dataset): a ramp
         return colour_ramp(v).numpy()
     nearest = torch.cdist(v, asset.verts.float()).argmin(1) if v.shape[0] * asset.verts.shape[0] <= 4e7 else None
     if nearest is None:  # very large meshes: a chunked search keeps memory bounded
@@ -109,8 +104,6 @@ def density_mesh(density: np.ndarray, colors: np.ndarray | None, extent: float,
     of side `extent` centred at the origin. Faces are wound so that normals point out of the dense
     region. Raises ValueError when no surface crosses the threshold.
     """
-    from pytorch3d.ops.marching_cubes import marching_cubes
-
     dens = torch.as_tensor(np.asarray(density, np.float32))  # (X, Y, Z)
     if dens.ndim != 3 or min(dens.shape) < 2:
         raise ValueError(f"a density grid must be 3-D with at least 2 cells a side, not {tuple(dens.shape)}")
@@ -159,11 +152,6 @@ def render_meshes(meshes: Sequence[MeshData], azim: float = TIMELAPSE_AZIM, elev
     The timelapse's renderer: a batch of different meshes seen from the same place, through the same
     :func:`recon.render.phong_frames` as the turntables.
     """
-    from pytorch3d.renderer import TexturesVertex, look_at_view_transform
-    from pytorch3d.structures import Meshes
-
-    from .render import phong_frames
-
     if not meshes:
         return []
     R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)  # (1, 3, 3), (1, 3)
@@ -177,10 +165,8 @@ def render_meshes(meshes: Sequence[MeshData], azim: float = TIMELAPSE_AZIM, elev
 
 
 def mesh_turntable(mesh: MeshData, frames: int = 36, size: int = 128) -> list[np.ndarray]:
-    from .render import mesh_turntable as turntable
-
     colors = torch.as_tensor(mesh.colors, dtype=torch.float32) if mesh.colors is not None else None
-    return turntable(torch.as_tensor(mesh.verts, dtype=torch.float32), torch.as_tensor(mesh.faces, dtype=torch.int64),
+    return render_turntable(torch.as_tensor(mesh.verts, dtype=torch.float32), torch.as_tensor(mesh.faces, dtype=torch.int64),
                      colors, frames=frames, size=size, dist=CAMERA_DIST, elev=CAMERA_ELEV)
 
 
@@ -205,28 +191,9 @@ def timelapse_frames(snaps: Sequence[Snapshot], size: int = 128, colors: np.ndar
             pending.append(m)
         elif "render" in snap.images:
             flush()
-            out.append(_fit(snap.images["render"], size))
+            out.append(square(snap.images["render"], size))
     flush()
     return out
-
-
-def _fit(img: np.ndarray, size: int) -> np.ndarray:
-    """uint8 RGB image resized (nearest) to size x size, so every frame of a video matches."""
-    from .vis import to_uint8
-
-    img = np.asarray(img)
-    if img.dtype != np.uint8:  # float images in [0, 1]
-        img = to_uint8(img)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    img = img[..., :3]
-    if img.shape[:2] != (size, size):
-        ys = np.linspace(0, img.shape[0] - 1, size).round().astype(int)
-        xs = np.linspace(0, img.shape[1] - 1, size).round().astype(int)
-        img = img[ys][:, xs]
-    return np.ascontiguousarray(img)
 
 
 # --- videos -------------------------------------------------------------------------------------
@@ -284,194 +251,116 @@ def write_history_csv(history: Sequence[dict], metric_history: Sequence[dict], p
     return path
 
 
-def versions() -> dict[str, str]:
-    from . import __version__
+# --- a finished run ------------------------------------------------------------------------------
 
-    try:
-        import pytorch3d
-
-        p3d = pytorch3d.__version__
-    except Exception:  # pragma: no cover - pytorch3d is a hard dependency
-        p3d = "unknown"
-    return {"recon": __version__, "torch": torch.__version__, "pytorch3d": p3d, "numpy": np.__version__,
-            "python": platform.python_version()}
+#: File kinds in the order the page lists them.
+KINDS = ("glb", "obj", "splat_ply", "npz", "history_csv", "config_json", "turntable_mp4", "turntable_gif",
+         "timelapse_mp4")
 
 
-def config_dict(method: str, target: str, cfg: Any, device: Any = "cpu", target_source: str = "builtin",
-                **extra: Any) -> dict[str, Any]:
-    """The reproducible description of a run, as plain JSON-able data.
+def write_points_glb(xyz: np.ndarray, colors: np.ndarray, path: str | Path) -> Path:
+    """Binary glTF of a coloured point cloud (splat centres), for viewers that do not read splat PLYs."""
+    import trimesh
 
-    `target_source` is "builtin" (target is a built-in name), "file" (a path) or "upload" (the
-    page's uploaded mesh; target is its display name).
-    """
-    settings = {k: (v.item() if hasattr(v, "item") else v) for k, v in to_values(cfg).items()}
-    out = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "method": method, "target": target,
-           "target_source": target_source, "settings": settings, "seed": settings.get("seed"),
-           "device": str(device), "versions": versions()}
-    out.update(extra)
-    return out
-
-
-def write_config(config: dict[str, Any], path: str | Path) -> Path:
+    cloud = trimesh.PointCloud(np.asarray(xyz, np.float64), colors=_rgba8(colors))
     path = Path(path)
-    path.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+    path.write_bytes(trimesh.Scene(cloud).export(file_type="glb"))
     return path
 
 
-@dataclass
-class LoadedConfig:
-    method: str
-    target: str | None
-    target_source: str
-    cfg: Any
-    messages: list[str]  # values that were clamped or settings that were ignored
-    seed: int | None = None
+def run_stem(run: Any, target: str) -> str:
+    return f"{run.method_cls.name}_{safe_name(target)}"
 
 
-def parse_config(data: str | bytes | dict, strict: bool = False) -> LoadedConfig:
-    """A config JSON (text or parsed) -> method, target and a validated config.
-
-    Raises :class:`ConfigError` for anything structural (not JSON, not an object, no or unknown
-    method, settings not an object). Out-of-range values are clamped and reported in ``messages``;
-    unknown settings are reported too, or raise with ``strict=True``.
-    """
-    from .methods import METHODS, get_method
-
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"the config is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("the config must be a JSON object with at least a \"method\" field")
-    if data.get("format", CONFIG_FORMAT) != CONFIG_FORMAT:
-        raise ConfigError(f"not a recon config (format {data.get('format')!r})")
-    version = data.get("version", CONFIG_VERSION)
-    if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise ConfigError(f"config version {version!r} is newer than this recon understands ({CONFIG_VERSION})")
-    method = data.get("method")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ConfigError(f"unknown or missing method {method!r}; methods are {', '.join(METHODS)}")
-    target = data.get("target")
-    if target is not None and not isinstance(target, str):
-        raise ConfigError(f"\"target\" must be a string, not {type(target).__name__}")
-    settings = data.get("settings", {})
-    if not isinstance(settings, dict):
-        raise ConfigError("\"settings\" must be a JSON object of setting name -> value")
-    cls = get_method(method)
-    names = {k.name for k in knobs(cls.Config)}
-    unknown = [n for n in settings if n not in names]
-    if unknown and strict:
-        raise ConfigError(f"unknown setting(s) {', '.join(map(repr, unknown))} for {method}; "
-                          f"settings are {', '.join(sorted(names))}")
-    settings = dict(settings)
-    seed = data.get("seed")
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"\"seed\" must be an integer, not {seed!r}")
-        if "seed" in names:
-            settings.setdefault("seed", seed)
-    cfg, messages = from_values(cls.Config, settings)
-    return LoadedConfig(method=method, target=target, target_source=str(data.get("target_source", "builtin")),
-                        cfg=cfg, messages=messages, seed=seed)
-
-
-def load_config(path: str | Path, strict: bool = False) -> LoadedConfig:
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {Path(path).name!r} ({exc.strerror or exc})") from None
-    if len(text) > 1_000_000:
-        raise ConfigError("the config file is larger than 1 MB; that is not a recon config")
-    return parse_config(text, strict=strict)
-
-
-# --- everything at once -------------------------------------------------------------------------
-
-#: File kinds in the order the page lists them.
-KINDS = ("glb", "obj", "npz", "turntable_mp4", "turntable_gif", "timelapse_mp4", "history_csv", "config_json")
-
-
-def export_result(out_dir: str | Path, stem: str, *, mesh: MeshData | None = None,
-                  grid: tuple[np.ndarray, np.ndarray, float] | None = None, turntable: Sequence[np.ndarray] = (),
-                  timelapse: Sequence[np.ndarray] = (), history: Sequence[dict] = (),
-                  metric_history: Sequence[dict] = (), config: dict | None = None,
-                  fps: int = VIDEO_FPS) -> dict[str, Path]:
-    """Write whatever is given into `out_dir` as ``<stem>.<ext>`` files; returns kind -> path (see KINDS)."""
+def export_core(run: Any, out_dir: str | Path, target: str, target_source: str = "builtin", *,
+                threshold: float | None = None, notes: list[str] | None = None) -> dict[str, Path]:
+    """The fitted model (mesh, density grid or splats), the history and the config of a finished run:
+    what a user downloads first (seconds). A failed run still gets its history and config; problems
+    with single files are appended to `notes`."""
+    notes = notes if notes is not None else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = safe_name(stem)
+    stem = run_stem(run, target)
+    view = run.poll()
     files: dict[str, Path] = {}
+    try:
+        result: Result = run.with_result(lambda m: m.result())
+    except RuntimeError as exc:
+        notes.append(f"Only the history and config were saved: {exc}.")
+        result = Result()
+    mesh = result.mesh
+    if result.grid is not None:
+        files["npz"] = write_npz(*result.grid, out / f"{stem}_density.npz")
+        try:
+            mesh = density_mesh(*result.grid, threshold=threshold)
+        except ValueError as exc:
+            notes.append(f"No mesh extracted from the density field: {exc}.")
     if mesh is not None and len(mesh.faces):
+        if mesh.colors is None:
+            mesh = MeshData(mesh.verts, mesh.faces, transfer_colors(mesh.verts, run.target))
         files["glb"] = write_glb(mesh, out / f"{stem}.glb")
         files["obj"] = write_obj(mesh, out / f"{stem}.obj")
-    if grid is not None:
-        files["npz"] = write_npz(*grid, out / f"{stem}_density.npz")
-    if len(turntable):
-        files["turntable_mp4"] = write_mp4(turntable, out / f"{stem}_turntable.mp4", fps)
-        files["turntable_gif"] = write_gif(turntable, out / f"{stem}_turntable.gif", fps)
-    if len(timelapse):
-        files["timelapse_mp4"] = write_mp4(timelapse, out / f"{stem}_timelapse.mp4", fps)
-    if history or metric_history:
-        files["history_csv"] = write_history_csv(history, metric_history, out / f"{stem}_history.csv")
-    if config is not None:
-        files["config_json"] = write_config(config, out / f"{stem}_config.json")
+    if result.splats is not None:
+        sp = result.splats
+        files["splat_ply"] = write_splat_ply(out / f"{stem}_splats.ply", sp["positions"], sp["colors"],
+                                             sp["opacities"], sp["radii"])
+        files["glb"] = write_points_glb(sp["positions"], sp["colors"], out / f"{stem}_points.glb")
+    files["history_csv"] = write_history_csv(view.losses, view.metrics, out / f"{stem}_history.csv")
+    extra: dict[str, Any] = {"iterations_run": view.iteration, "state": view.state,
+                             "final_score": {k: plain(v) for k, v in view.final.items()}}
+    if view.events:  # "settings" are the values it ended with; these say when each one changed
+        extra["start_settings"] = {k: plain(v) for k, v in to_values(run.initial_cfg).items()}
+        extra["live_edits"] = [{"iteration": int(e["iteration"]), "name": e["name"], "value": plain(e["value"])}
+                               for e in view.events]
+    config = config_dict(run.method_cls.name, target, run.cfg, run.device, target_source, **extra)
+    files["config_json"] = write_config(config, out / f"{stem}_config.json")
     return {k: files[k] for k in KINDS if k in files}
 
 
-def export_run(run: Any, out_dir: str | Path, target: str, target_source: str = "builtin", *,
-               threshold: float | None = None, grid_resolution: int = 64, frames: int = 36, size: int = 128,
-               notes: list[str] | None = None) -> dict[str, Path]:
-    """Every file of a finished (done or stopped) :class:`~recon.runner.Run` into `out_dir`.
-
-    Uses the run's method through ``run.with_result`` (never during the step loop). A failed run
-    still gets its history and config. Problems with single files are appended to `notes`.
-    """
+def export_extras(run: Any, out_dir: str | Path, target: str, *, frames: int = 36, size: int = 128,
+                  fps: int = VIDEO_FPS, notes: list[str] | None = None) -> dict[str, Path]:
+    """The videos of a finished run: a turntable of the result (MP4 and GIF) and the optimisation timelapse."""
     notes = notes if notes is not None else []
-    method = run.method_cls.name
-    stem = f"{method}_{safe_name(target)}"
-    extra: dict[str, Any] = {"iterations_run": run.iteration, "state": run.state}
-    events = [dict(e) for e in getattr(run, "events", [])]
-    if events:  # "settings" are the values it ended with; these say when each one changed
-        start = getattr(run, "initial_cfg", None)
-        if start is not None:
-            extra["start_settings"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in to_values(start).items()}
-        extra["live_edits"] = [{"iteration": int(e["iteration"]), "name": e["name"],
-                                "value": e["value"].item() if hasattr(e["value"], "item") else e["value"]}
-                               for e in events]
-    config = config_dict(method, target, run.cfg, run.device, target_source, **extra)
-    mesh = grid = None
-    turntable: list[np.ndarray] = []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = run_stem(run, target)
 
-    def collect(m: Any) -> None:
-        nonlocal mesh, grid, turntable
-        snap = m.snapshot()
-        try:
-            grid = m.density_grid(grid_resolution)
-        except NotImplementedError:
-            grid = None
-        if grid is not None:
-            try:
-                mesh = density_mesh(*grid, threshold=threshold)
-            except ValueError as exc:
-                notes.append(f"No mesh extracted from the density field: {exc}.")
-        elif snap.mesh is not None:
-            mesh = snap.mesh
-        if mesh is not None and mesh.colors is None:
-            mesh = MeshData(mesh.verts, mesh.faces, transfer_colors(mesh.verts, run.asset))
-        turntable = list(m.turntable(frames, size) or [])
-        if not turntable and mesh is not None:
-            turntable = mesh_turntable(mesh, frames, size)
-        turntable = [_fit(f, size) for f in turntable]
+    def turntable(m: Any) -> list[np.ndarray]:
+        shots = list(m.turntable(frames, size) or [])
+        if not shots:
+            mesh = m.result().mesh
+            if mesh is not None:
+                if mesh.colors is None:
+                    mesh = MeshData(mesh.verts, mesh.faces, transfer_colors(mesh.verts, run.target))
+                shots = mesh_turntable(mesh, frames, size)
+        return [square(f, size) for f in shots]
 
+    files: dict[str, Path] = {}
     try:
-        run.with_result(collect)
-    except RuntimeError as exc:
-        notes.append(f"Only the history and config were saved: {exc}.")
-    colors = mesh.colors if mesh is not None and grid is None else None
-    timelapse = timelapse_frames(list(getattr(run, "timelapse", [])), size=size, colors=colors)
-    return export_result(out_dir, stem, mesh=mesh, grid=grid, turntable=turntable, timelapse=timelapse,
-                         history=list(run.history), metric_history=list(run.metric_history), config=config)
+        shots = run.with_result(turntable)
+    except RuntimeError:
+        shots = []
+    if shots:
+        files["turntable_mp4"] = write_mp4(shots, out / f"{stem}_turntable.mp4", fps)
+        files["turntable_gif"] = write_gif(shots, out / f"{stem}_turntable.gif", fps)
+    snaps = list(run.timelapse)
+    first_mesh = next((sn.mesh for sn in snaps if sn.mesh is not None), None)
+    colors = None
+    if first_mesh is not None and first_mesh.colors is None:  # deformation: colours from the target, once
+        colors = transfer_colors(snaps[-1].mesh.verts, run.target) if snaps[-1].mesh is not None else None
+    timelapse = timelapse_frames(snaps, size=size, colors=colors)
+    if timelapse:
+        files["timelapse_mp4"] = write_mp4(timelapse, out / f"{stem}_timelapse.mp4", fps)
+    return files
+
+
+def export_run(run: Any, out_dir: str | Path, target: str, target_source: str = "builtin", *,
+               threshold: float | None = None, frames: int = 36, size: int = 128,
+               notes: list[str] | None = None) -> dict[str, Path]:
+    """Every file of a finished run (:func:`export_core`, then :func:`export_extras`)."""
+    files = export_core(run, out_dir, target, target_source, threshold=threshold, notes=notes)
+    files.update(export_extras(run, out_dir, target, frames=frames, size=size, notes=notes))
+    return {k: files[k] for k in KINDS if k in files}
 
 
 def describe_files(files: dict[str, Path]) -> str:
@@ -483,6 +372,5 @@ def describe_files(files: dict[str, Path]) -> str:
     return "\n".join(f"{p.name} ({size(p)})" for p in files.values())
 
 
-__all__ = ["ConfigError", "LoadedConfig", "config_dict", "density_mesh", "export_result", "export_run",
-           "load_config", "mesh_turntable", "parse_config", "render_meshes", "timelapse_frames", "write_glb",
-           "write_gif", "write_history_csv", "write_mp4", "write_npz", "write_obj"]
+__all__ = ["density_mesh", "export_core", "export_extras", "export_run", "mesh_turntable", "render_meshes",
+           "timelapse_frames", "write_glb", "write_gif", "write_history_csv", "write_mp4", "write_npz", "write_obj"]

@@ -13,7 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .images import fit_longest
+from .methods import get_method
 from .params import knobs, to_values
+from .render import mesh_picture
 
 #: Runs a session keeps.
 HISTORY_CAP = 20
@@ -22,7 +25,6 @@ MAX_ROWS = 2000
 #: Side of a run's thumbnail, in pixels.
 THUMB_SIZE = 96
 
-METRIC_NAMES = {"chamfer_10k": "Chamfer", "psnr": "PSNR", "iou": "IoU"}
 HEADERS = ["#", "method", "target", "key settings", "steps", "final loss", "final quality", "state"]
 
 
@@ -68,13 +70,16 @@ class RunRecord:
 
     @property
     def final_quality(self) -> tuple[str, float] | None:
-        """The first held-out metric at the last evaluation, e.g. ("chamfer_10k", 0.0008)."""
-        if not self.metric_history:
+        """The method's first quality measure at the run's last evaluation, e.g. ("Chamfer", 0.0008):
+        the full score where the run was scored, else its last live estimate ("PSNR~")."""
+        key, metric = next(iter(get_method(self.method).metrics.items()), (None, None))
+        if key is None:
             return None
-        last = self.metric_history[-1]
-        for k, v in last.items():
-            if k not in ("iteration", "time"):
-                return k, float(v)
+        for row in reversed(self.metric_history):
+            if key in row:
+                return metric.short, float(row[key])
+            if f"live_{key}" in row:
+                return metric.short + "~", float(row[f"live_{key}"])
         return None
 
     def key_settings(self) -> str:
@@ -88,7 +93,7 @@ class RunRecord:
 
     def row(self) -> list[Any]:
         q = self.final_quality
-        quality = f"{METRIC_NAMES.get(q[0], q[0])} {q[1]:.4g}" if q else "-"
+        quality = f"{q[0]} {q[1]:.4g}" if q else "-"
         loss = f"{self.final_loss:.4g}" if self.final_loss is not None and math.isfinite(self.final_loss) else "-"
         return [self.number, self.method, self.target, self.key_settings(), f"{self.iterations} / {self.total}",
                 loss, quality, self.state]
@@ -105,74 +110,23 @@ def thumbnail(snapshot: Any, size: int = THUMB_SIZE) -> np.ndarray | None:
         return None
     render = getattr(snapshot, "images", {}).get("render")
     if render is not None:
-        return _resize(np.asarray(render, dtype=np.uint8), size)
+        return fit_longest(np.asarray(render, dtype=np.uint8), size)
     mesh = getattr(snapshot, "mesh", None)
     if mesh is not None and len(mesh.faces):
-        return mesh_thumbnail(mesh.verts, mesh.faces, mesh.colors, size)
+        return mesh_picture(mesh.verts, mesh.faces, mesh.colors, size)
     return None
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of the longer side to `size`."""
-    h, w = img.shape[:2]
-    s = size / max(h, w)
-    ys = np.minimum((np.arange(max(1, round(h * s))) / s).astype(int), h - 1)
-    xs = np.minimum((np.arange(max(1, round(w * s))) / s).astype(int), w - 1)
-    return img[ys][:, xs]
-
-
-def mesh_thumbnail(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None, size: int = THUMB_SIZE,
-                   samples: int = 40_000, seed: int = 0) -> np.ndarray:
-    """A shaded picture of a mesh without a renderer: points sampled on its faces, z-buffered.
-
-    The camera looks from the same side as the page's 3D view (orthographic, y up); each point is
-    shaded by its face's normal against a light at the camera.
-    """
-    v = np.asarray(verts, dtype=np.float64)  # (V, 3)
-    f = np.asarray(faces, dtype=np.int64)  # (F, 3)
-    tri = v[f]  # (F, 3, 3)
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # (F, 3)
-    area = np.linalg.norm(normals, axis=1)
-    img = np.full((size, size, 3), 255, np.uint8)
-    if not np.isfinite(area).all() or area.sum() <= 0:
-        return img
-    rng = np.random.default_rng(seed)
-    fi = rng.choice(len(f), samples, p=area / area.sum())  # area-weighted faces
-    r1, r2 = np.sqrt(rng.random(samples)), rng.random(samples)
-    w = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)  # (S, 3) barycentric
-    pts = (tri[fi] * w[:, :, None]).sum(axis=1)  # (S, 3)
-    eye = np.array([1.2, 0.6, 1.6])
-    fwd = -eye / np.linalg.norm(eye)
-    right = np.cross(fwd, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, fwd)
-    x, y, depth = pts @ right, pts @ up, pts @ fwd  # depth grows away from the camera
-    lo, hi = np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
-    scale = (size - 4) / max(float((hi - lo).max()), 1e-9)
-    centre = (lo + hi) / 2
-    px = np.clip(((x - centre[0]) * scale + size / 2).astype(int), 0, size - 1)
-    py = np.clip((size / 2 - (y - centre[1]) * scale).astype(int), 0, size - 1)
-    shade = np.abs(normals[fi] / area[fi, None] @ fwd)  # (S,) two-sided Lambert, light at the camera
-    if colors is not None:
-        base = (np.asarray(colors, dtype=np.float64)[f[fi]] * w[:, :, None]).sum(axis=1)  # (S, 3)
-    else:
-        base = np.broadcast_to(np.array([0.31, 0.56, 0.84]), (samples, 3))
-    rgb = np.clip(base * (0.35 + 0.65 * shade[:, None]), 0, 1)
-    order = np.argsort(-depth)  # far first: nearer points overwrite them
-    img[py[order], px[order]] = (rgb[order] * 255).round().astype(np.uint8)
-    return img
-
-
 def record_run(run: Any, number: int, target: str, target_source: str = "builtin") -> RunRecord:
-    """A :class:`RunRecord` of a :class:`~recon.runner.Run` that has ended."""
+    """A :class:`RunRecord` of a :class:`~recon.runner.Run` that has ended (read through its poll)."""
     cfg = run.cfg
-    start = getattr(run, "initial_cfg", None) or cfg
+    view = run.poll()
     _, snap = run.latest_snapshot()
     return RunRecord(number=number, method=run.method_cls.name, target=target, target_source=target_source,
-                     settings=to_values(cfg), start_settings=to_values(start), events=[dict(e) for e in run.events],
-                     history=_thin(list(run.history)), metric_history=[dict(r) for r in run.metric_history],
-                     iterations=run.iteration, total=run.total, state=run.state, thumbnail=thumbnail(snap),
-                     key_names=key_names(type(cfg)))
+                     settings=to_values(cfg), start_settings=to_values(run.initial_cfg),
+                     events=[dict(e) for e in view.events], history=_thin(view.losses),
+                     metric_history=[dict(r) for r in view.metrics], iterations=view.iteration, total=view.total,
+                     state=view.state, thumbnail=thumbnail(snap), key_names=key_names(type(cfg)))
 
 
 class RunHistory:
@@ -192,6 +146,10 @@ class RunHistory:
 
     def next_number(self) -> int:
         return self._count + 1
+
+    def recorded(self, key: Any) -> bool:
+        """Whether a run with `key` (its ticket) is in the history already."""
+        return key in self._seen
 
     def add(self, record: RunRecord, key: Any = None) -> bool:
         """Keep `record` (dropping the oldest beyond the cap); False if `key` was recorded before."""

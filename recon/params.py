@@ -2,7 +2,7 @@
 
 A method's config is a plain dataclass whose fields are declared with :func:`knob`. The page builds
 its sliders from that metadata (:func:`knobs`), and values coming back from the page or an API
-client go through :func:`from_values`, which clamps them into bounds and reports what it changed,
+client go through :func:`validate`, which clamps them into bounds and reports what it changed,
 so nothing out of range ever reaches torch.
 """
 
@@ -12,6 +12,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used at all (strict validation: CLI arguments, config files)."""
 
 
 @dataclass(frozen=True)
@@ -32,25 +36,33 @@ class Knob:
     log: bool = False  # spans orders of magnitude
 
     def clamp(self, value: Any) -> tuple[Any, str | None]:
-        """`value` coerced to this knob's type and bounds, and a message when it had to change."""
+        """`value` coerced to this knob's kind and clamped into its bounds, and a message when it changed.
+
+        Raises :class:`SettingError` for a value of the wrong kind (see :func:`validate`).
+        """
         if self.kind == "bool":
             if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on"), None
+                word = value.strip().lower()
+                if word not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise SettingError(f"{self.label}: {value!r} is not true/false")
+                return word in ("1", "true", "yes", "on"), None
             return bool(value), None
         if self.kind == "choice":
             if value in self.choices:
                 return value, None
-            return self.default, f"{self.label}: {value!r} is not one of {list(self.choices)}; using {self.default!r}"
+            raise SettingError(f"{self.label}: {value!r} is not one of {', '.join(self.choices)}")
+        if isinstance(value, bool):
+            raise SettingError(f"{self.label}: {value!r} is not a number")
         try:
             num = float(value)
-        except (TypeError, ValueError):
-            return self.default, f"{self.label}: {value!r} is not a number; using {self.default}"
+        except (TypeError, ValueError, OverflowError):
+            raise SettingError(f"{self.label}: {value!r} is not a number") from None
         if not math.isfinite(num):
-            return self.default, f"{self.label}: {value!r} is not finite; using {self.default}"
+            raise SettingError(f"{self.label}: {value!r} is not finite")
         clamped = min(max(num, self.lo), self.hi)
         out: Any = int(round(clamped)) if self.kind == "int" else clamped
         if clamped != num:
-            return out, f"{self.label}: {value} is outside [{self.lo:g}, {self.hi:g}]; using {out:g}"
+            return out, f"{self.label}: {num:g} is outside [{self.lo:g}, {self.hi:g}]; using {out:g}"
         return out, None
 
 
@@ -95,21 +107,43 @@ def knobs(cfg_cls: type) -> list[Knob]:
     return out
 
 
-def from_values(cfg_cls: type, values: dict[str, Any], base: Any = None) -> tuple[Any, list[str]]:
-    """A config built from `base` (default: the class defaults) updated with `values`.
+def validate(cfg_cls: type, values: dict[str, Any], base: Any = None, *, live_only: bool = False,
+             strict: bool = False) -> tuple[Any, list[str]]:
+    """The one way values from outside (the page, the API, the CLI, config files, live edits) become a config.
 
-    Unknown names and out-of-range values are reported in the returned messages; values are
-    clamped, never passed through unchecked.
+    Returns a config built from `base` (default: the class defaults) updated with `values`, and the
+    messages saying what was not taken as given. Every value is coerced to its knob's kind and
+    clamped into bounds, so nothing out of range reaches torch:
+
+    - an unknown name is ignored (`strict`: :class:`SettingError`);
+    - an empty value (``None`` or ``""``, e.g. a cleared number box) keeps the current value;
+    - with `live_only`, a knob that cannot change while a run is going keeps its value;
+    - a value that is not of the knob's kind (not a number, not one of the choices, not finite)
+      falls back to the current value (`strict`: :class:`SettingError`); one out of bounds is clamped.
     """
-    current = dataclasses.asdict(base) if base is not None else {}
+    current = dataclasses.asdict(base) if base is not None else {k.name: k.default for k in knobs(cfg_cls)}
     by_name = {k.name: k for k in knobs(cfg_cls)}
     messages = []
     for name, value in values.items():
         k = by_name.get(name)
         if k is None:
+            if strict:
+                raise SettingError(f"unknown setting {name!r}; settings are {', '.join(by_name)}")
             messages.append(f"unknown setting {name!r} ignored")
             continue
-        current[name], msg = k.clamp(value)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            messages.append(f"{k.label} is empty; kept {current[name]!r}")
+            continue
+        if live_only and not k.live:
+            messages.append(f"{k.label} cannot change while a run is going")
+            continue
+        try:
+            current[name], msg = k.clamp(value)
+        except SettingError:
+            if strict:
+                raise
+            messages.append(f"{k.label}: {value!r} is not a valid value; kept {current[name]!r}")
+            continue
         if msg:
             messages.append(msg)
     return cfg_cls(**current), messages
@@ -118,3 +152,9 @@ def from_values(cfg_cls: type, values: dict[str, Any], base: Any = None) -> tupl
 def to_values(cfg: Any) -> dict[str, Any]:
     """The knob values of a config, by name."""
     return {k.name: getattr(cfg, k.name) for k in knobs(type(cfg))}
+
+
+def grouped(ks: list[Knob]) -> list[Knob]:
+    """Knobs group by group, in first-appearance order: the order the page shows them in."""
+    order = list(dict.fromkeys(k.group for k in ks))
+    return sorted(ks, key=lambda k: order.index(k.group))

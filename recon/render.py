@@ -8,6 +8,8 @@
   touches it. The output is the same Fragments (up to float rounding at pixel centres that sit
   exactly on an edge) and gradients flow through it as through ``MeshRasterizer``. On a GPU it is
   plain ``MeshRasterizer``.
+- :func:`render_target`: the tutorials' target images of a mesh (hard-rasterised Phong RGB and soft
+  silhouettes), with the one light and the one blur-radius formula every mesh renderer here uses.
 - :func:`mesh_turntable`: frames of a mesh (vertex colours or plain shading) from cameras circling it.
 """
 
@@ -17,10 +19,37 @@ import math
 
 import numpy as np
 import torch
-from pytorch3d.renderer import MeshRasterizer
+from pytorch3d.renderer import (
+    BlendParams,
+    FoVPerspectiveCameras,
+    HardPhongShader,
+    MeshRasterizer,
+    MeshRenderer,
+    PointLights,
+    RasterizationSettings,
+    SoftPhongShader,
+    SoftSilhouetteShader,
+    TexturesVertex,
+    look_at_view_transform,
+)
 from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
 from pytorch3d.renderer.mesh.rasterizer import Fragments
 from pytorch3d.structures import Meshes
+
+from .images import to_uint8
+
+#: Distance from the origin of every camera that looks at a target (the tutorials' 2.7): targets,
+#: turntables and timelapses; a dataset's cameras are scaled to it.
+CAMERA_DIST = 2.7
+#: The tutorials' light: one point light in front of the object, for the targets and the fitted mesh.
+TARGET_LIGHT = ((0.0, 0.0, -3.0),)
+
+
+def blur_radius(sigma: float) -> float:
+    """The soft rasteriser's blur radius for edge softness `sigma`: where the sigmoid of the squared
+    distance falls to 1e-4, as in the tutorials."""
+    return math.log(1.0 / 1e-4 - 1.0) * sigma
+
 
 #: Tile edge in pixels for CPU rasterisation: at 128 px, 16 px tiles cut the naive rasteriser's
 #: face tests ~40x while the per-tile overhead stays small (measured on the cow, see targets.py).
@@ -125,7 +154,28 @@ class TiledMeshRasterizer(MeshRasterizer):
         return Fragments(pix_to_face=p2f, zbuf=zbuf, bary_coords=bary, dists=dists)
 
 
-# --- turntables --------------------------------------------------------------------------------
+# --- targets and turntables -----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def render_target(mesh: Meshes, R: torch.Tensor, T: torch.Tensor, size: int, background: tuple[float, float, float],
+                  sigma: float = 1e-4, faces_per_pixel: int = 50, fov: float = 60.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tutorials' target views of `mesh` (a batch of one) from cameras (R, T), on the CPU:
+    RGB (N, S, S, 3) hard-rasterised with Phong shading, and soft silhouettes (N, S, S)."""
+    device = mesh.device
+    lights = PointLights(device=device, location=TARGET_LIGHT)
+    blend = BlendParams(sigma=1e-4, gamma=1e-4, background_color=background)
+    rgb_raster = RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1)
+    sil_raster = RasterizationSettings(image_size=size, blur_radius=blur_radius(sigma), faces_per_pixel=faces_per_pixel)
+    cams = FoVPerspectiveCameras(device=device, R=R.to(device), T=T.to(device), fov=fov)
+    meshes = mesh.extend(len(cams))
+    rgb = MeshRenderer(TiledMeshRasterizer(cameras=cams, raster_settings=rgb_raster),
+                       SoftPhongShader(device=device, cameras=cams, lights=lights, blend_params=blend))
+    sil = MeshRenderer(TiledMeshRasterizer(cameras=cams, raster_settings=sil_raster),
+                       SoftSilhouetteShader(blend_params=BlendParams(sigma=sigma)))
+    images = rgb(meshes, cameras=cams, lights=lights)[..., :3].clamp(0, 1).cpu()
+    sils = sil(meshes, cameras=cams, lights=lights)[..., 3].clamp(0, 1).cpu()
+    return images, sils
 
 
 @torch.no_grad()
@@ -137,16 +187,6 @@ def phong_frames(meshes: Meshes, R: torch.Tensor, T: torch.Tensor, size: int = 1
     camera so every frame is lit from the front. Turntables (one mesh, cameras circling it) and
     timelapses (many meshes, one camera) are both this.
     """
-    from pytorch3d.renderer import (
-        BlendParams,
-        FoVPerspectiveCameras,
-        HardPhongShader,
-        PointLights,
-        RasterizationSettings,
-    )
-
-    from .vis import to_uint8
-
     settings = RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1)
     blend = BlendParams(background_color=background)
     out: list[np.ndarray] = []
@@ -162,14 +202,12 @@ def phong_frames(meshes: Meshes, R: torch.Tensor, T: torch.Tensor, size: int = 1
 
 @torch.no_grad()
 def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor | None = None,
-                   frames: int = 36, size: int = 128, dist: float = 2.7, elev: float = 15.0,
+                   frames: int = 36, size: int = 128, dist: float = CAMERA_DIST, elev: float = 15.0,
                    background: tuple[float, float, float] = (1.0, 1.0, 1.0), chunk: int = 8) -> list[np.ndarray]:
     """uint8 (size, size, 3) renders of a mesh from `frames` cameras circling it at elevation `elev`.
 
     `colors` (V, 3) in [0, 1] are per-vertex colours; without them the mesh is shaded plain grey-blue.
     """
-    from pytorch3d.renderer import TexturesVertex, look_at_view_transform
-
     if frames <= 0:
         return []
     verts, faces = verts.detach().float().cpu(), faces.detach().long().cpu()
@@ -180,3 +218,11 @@ def mesh_turntable(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tenso
     azim = torch.arange(frames) * (360.0 / frames)
     R, T = look_at_view_transform(dist=dist, elev=torch.full((frames,), float(elev)), azim=azim)
     return phong_frames(mesh.extend(frames), R, T, size=size, background=background, chunk=chunk)
+
+
+@torch.no_grad()
+def mesh_picture(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None, size: int = 96) -> np.ndarray:
+    """One uint8 (size, size, 3) picture of a mesh, from the side the page's 3D view looks from."""
+    colors_t = torch.as_tensor(colors, dtype=torch.float32) if colors is not None else None
+    return mesh_turntable(torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.int64),
+                          colors_t, frames=1, size=size, elev=20.0)[0]

@@ -1,8 +1,15 @@
-"""One worker thread per run: the step loop, pause/stop, live edits, and a latest-snapshot slot.
+"""One worker thread per run: the step loop, pause/stop, live edits, budgets, and what a watcher reads.
 
-Only the worker thread touches tensors. The UI reads :meth:`Run.status`, :attr:`Run.history` rows
-and :meth:`Run.latest_snapshot`, all plain data. A :class:`RunSlots` object caps how many runs
-step at once; the others wait in line and know their place.
+Only the worker thread touches tensors. Everybody else reads a run through :meth:`Run.poll`, an
+immutable :class:`RunView` of its state and of the loss, metric and event rows that are new since
+the watcher's last look, plus the sequence number of the latest snapshot (:meth:`Run.latest_snapshot`).
+
+A :class:`TimeShare` decides when the worker may spend time on extras a watcher wants (a live
+estimate of the held-out quality, snapshots for the page and the timelapse): each kind gets at most
+its share of the run's time. When the run ends (done, or stopped) the worker scores the result once
+with the method's full evaluation. A Stop is seen at once: the view says "stopping after this
+step (about N s)" while a long step finishes, and anything chunked (target renders, evaluation,
+snapshots) is abandoned at its next chunk (:mod:`recon.worker`).
 """
 
 from __future__ import annotations
@@ -10,77 +17,30 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import re
 import threading
 import time
 import traceback
-from collections import deque
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .budget import (
+    EVAL_BUDGET,
+    EVAL_CADENCE_S,
+    SNAPSHOT_BUDGET,
+    TIMELAPSE_FRAMES,
+    Limits,
+    RunSlots,
+    TimeShare,
+    is_oom,
+    resident_bytes,
+)
 from .methods.base import Method, Snapshot
-from .params import knobs
-
-#: Fraction of a run's time that held-out evaluation may take (the rest is optimisation).
-EVAL_BUDGET = 0.04
-#: Fraction of a run's time that snapshots (page updates, timelapse frames) may take. With the
-#: evaluation's, under #6's 10% limit on what live streaming may cost.
-SNAPSHOT_BUDGET = 0.05
-#: Most frames a run keeps for its optimisation timelapse (captured at evenly spaced iterations).
-TIMELAPSE_FRAMES = 60
-
-STATES = ("queued", "setup", "running", "paused", "done", "stopped", "error")
-FINISHED = ("done", "stopped", "error")
-
-
-class RunSlots:
-    """A first-come, first-served cap on simultaneous runs, with queue positions."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, int(capacity))
-        self._cond = threading.Condition()
-        self._active: set[int] = set()
-        self._waiting: deque[int] = deque()
-
-    def acquire(self, ticket: int, cancelled: Callable[[], bool]) -> bool:
-        """Block until `ticket` may run (True) or `cancelled()` becomes true (False)."""
-        with self._cond:
-            self._waiting.append(ticket)
-            try:
-                while True:
-                    if cancelled():
-                        return False
-                    if len(self._active) < self.capacity and self._waiting[0] == ticket:
-                        self._waiting.popleft()
-                        self._active.add(ticket)
-                        self._cond.notify_all()
-                        return True
-                    self._cond.wait(timeout=0.1)
-            finally:
-                if ticket in self._waiting:
-                    self._waiting.remove(ticket)
-                    self._cond.notify_all()
-
-    def release(self, ticket: int) -> None:
-        with self._cond:
-            self._active.discard(ticket)
-            self._cond.notify_all()
-
-    def position(self, ticket: int) -> int:
-        """1-based place in the waiting line; 0 when running or not waiting."""
-        with self._cond:
-            try:
-                return self._waiting.index(ticket) + 1
-            except ValueError:
-                return 0
-
-    @property
-    def active(self) -> int:
-        with self._cond:
-            return len(self._active)
-
+from .metrics import LIVE
+from .params import validate
+from .runlog import FINISHED, Cursor, RunLog, RunView
+from .worker import Interrupted, watching
 
 _tickets = iter(range(1, 2**62))
 _ticket_lock = threading.Lock()
@@ -91,91 +51,64 @@ def _next_ticket() -> int:
         return next(_tickets)
 
 
-def _finite(snap: Snapshot) -> bool:
-    """Whether a snapshot's geometry is free of NaN/inf (images are uint8, always finite)."""
-    arrays = [snap.mesh.verts if snap.mesh is not None else None, snap.points.xyz if snap.points is not None else None]
-    return all(np.isfinite(a).all() for a in arrays if a is not None)
-
-
-#: Parameters beyond this magnitude have blown up: float32 products of three such numbers (areas,
-#: volumes) overflow, and no method's scene-scale parameters legitimately get near it.
-_BLOWN_UP = 1e12
-
-
-def _diverged(method: Method, exc: BaseException) -> bool:
-    """Whether `exc` comes from parameters that blew up (non-finite or huge, or an error saying so)."""
-    if re.search(r"\b(nan|inf|infinity)\b", str(exc), re.IGNORECASE):
-        return True
-    opt = getattr(method, "optimizer", None)
-    params = [p for g in opt.param_groups for p in g["params"]] if opt is not None else []
-    with torch.no_grad():
-        return any(not bool((p.abs() < _BLOWN_UP).all()) for p in params)  # False for NaN too
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
-
-
 class Run:
-    """A run of `method_cls` on `asset` with `cfg`, stepping on its own thread.
+    """A run of `method_cls` on `target` with `cfg`, working on its own thread.
 
-    ``history`` holds one row per iteration (``iteration``, ``time`` and every loss term);
-    ``metric_history`` one row per evaluation; ``events`` the live edits, each with its iteration;
-    ``timelapse`` light snapshots (mesh and/or the "render" image only) at evenly spaced iterations,
-    turned into a video by :mod:`recon.export` after the run.
+    The worker keeps one row per iteration (``iteration``, ``time`` and every loss term), one row
+    per evaluation (live estimates under ``live_<metric>``, the final full score under the metric's
+    own key), the live edits with their iterations, and light timelapse frames.
     """
 
-    def __init__(self, method_cls: type[Method], asset: Any, cfg: Any, device: torch.device,
-                 slots: RunSlots | None = None, eval_budget: float = EVAL_BUDGET,
-                 timelapse_frames: int = TIMELAPSE_FRAMES, snapshot_budget: float = SNAPSHOT_BUDGET) -> None:
+    def __init__(self, method_cls: type[Method], target: Any, cfg: Any, device: torch.device, *,
+                 slots: RunSlots | None = None, limits: Limits = Limits(), eval_budget: float = EVAL_BUDGET,
+                 snapshot_budget: float = SNAPSHOT_BUDGET, cadence: float = EVAL_CADENCE_S,
+                 timelapse_frames: int = TIMELAPSE_FRAMES, score_at_end: bool = True) -> None:
         self.method_cls = method_cls
-        self.asset = asset
+        self.target = target
         self.cfg = cfg  # replaced by live edits; initial_cfg keeps what the run started with
         self.initial_cfg = cfg
         self.device = device
         self.slots = slots
-        self.eval_budget = eval_budget
-        self.snapshot_budget = snapshot_budget
-        self.total = int(getattr(cfg, "iterations"))
+        self.limits = limits
+        self.total = int(cfg.iterations)
         self.ticket = _next_ticket()
-        self.history: list[dict[str, float]] = []
-        self.metric_history: list[dict[str, float]] = []
-        self.events: list[dict[str, Any]] = []
+        self.share = TimeShare({"eval": eval_budget, "snapshot": snapshot_budget}, cadence=cadence)
+        self.score_at_end = score_at_end
+        self.log = RunLog(self.total)
         self.timelapse: list[Snapshot] = []
         # A frame every `_timelapse_every` iterations (and at iteration 0 and the last), so at most ~N frames.
-        self._timelapse_every = (max(1, math.ceil(self.total / timelapse_frames)) if timelapse_frames > 0
-                                 else 0)
-        self.state = "queued"
-        self.message = ""
-        self.iteration = 0
-        self.started_at: float | None = None  # when stepping began (after setup)
-        self.setup_seconds = 0.0
-        self.step_seconds = 0.0  # time in step() only
-        self.ended_at: float | None = None
-        self._lock = threading.Lock()
+        self._timelapse_every = max(1, math.ceil(self.total / timelapse_frames)) if timelapse_frames > 0 else 0
+        self._lock = threading.Lock()  # the pending live edits
+        self._settled = threading.Event()
         self._stop = threading.Event()
+        self._closed = False
+        self._halt_reason = ""  # why the worker stops by itself (a budget), for the message
         self._resume = threading.Event()
         self._resume.set()
         self._want_snapshot = threading.Event()
         self._want_snapshot.set()
+        self._want_full = threading.Event()
         self._pending: dict[str, Any] = {}
-        self._snapshot: Snapshot | None = None
-        self._snapshot_seq = 0
         self._method: Method | None = None  # kept after a run ends, for turntables and exports
         self._result_lock = threading.Lock()
+        self._memory_base = 0
         self._thread = threading.Thread(target=self._work, name=f"recon-run-{self.ticket}", daemon=True)
 
-    # --- control (any thread) ---------------------------------------------------------------
+    # --- control (any thread; each returns at once) ------------------------------------------
     def start(self) -> Run:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
+        """Stop after the step under way (long chunked work is abandoned at once); `reason` becomes
+        the run's closing message."""
+        if reason and not self._halt_reason:
+            self._halt_reason = reason
         self._stop.set()
         self._resume.set()
 
     def pause(self) -> None:
-        if self.state in ("running", "setup", "queued"):
+        if self.log.state not in FINISHED:
             self._resume.clear()
 
     def resume(self) -> None:
@@ -185,221 +118,257 @@ class Run:
     def paused(self) -> bool:
         return not self._resume.is_set()
 
+    def close(self) -> None:
+        """The watcher has gone: stop without scoring, and free the method once the worker has ended."""
+        self._closed = True
+        self.stop()
+        with self._result_lock:
+            self._method = None
+        if not self.alive:
+            _free(self.device)
+
     def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout)
         return not self._thread.is_alive()
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has ended (final score included); True if it has."""
+        return self._settled.wait(timeout)
 
     def request_snapshot(self) -> None:
-        """Ask the worker for a fresh snapshot after its next step."""
+        """Ask the worker for a fresh snapshot when the time share allows."""
         self._want_snapshot.set()
 
-    def update(self, **changes: Any) -> list[str]:
-        """Queue live edits (weights, learning rate); they apply from the next step on.
+    def request_full_evaluation(self) -> None:
+        """Ask the worker for the full held-out score after its next step (not counted in the share)."""
+        self._want_full.set()
 
-        Returns messages for anything refused (unknown, not live, or clamped).
+    def update(self, **changes: Any) -> list[str]:
+        """Queue live edits (weights, learning rates); they apply from the next step on.
+
+        Returns messages for anything refused (unknown, not live, empty) or clamped.
         """
-        by_name = {k.name: k for k in knobs(type(self.cfg))}
-        accepted, messages = {}, []
-        for name, value in changes.items():
-            k = by_name.get(name)
-            if k is None:
-                messages.append(f"unknown setting {name!r} ignored")
-            elif not k.live:
-                messages.append(f"{k.label} cannot change while a run is going")
-            else:
-                accepted[name], msg = k.clamp(value)
-                if msg:
-                    messages.append(msg)
+        new, messages = validate(type(self.cfg), changes, base=self.cfg, live_only=True)
+        accepted = {k: getattr(new, k) for k in changes if hasattr(new, k) and getattr(new, k) != getattr(self.cfg, k)}
         if accepted:
             with self._lock:
                 self._pending.update(accepted)
         return messages
 
     def has_pending(self, name: str) -> bool:
-        """Whether a live edit of `name` waits for the next step."""
         with self._lock:
             return name in self._pending
 
     # --- reading (any thread) ---------------------------------------------------------------
     def latest_snapshot(self) -> tuple[int, Snapshot | None]:
         """The newest snapshot and its sequence number (changes whenever a new one arrives)."""
-        with self._lock:
-            return self._snapshot_seq, self._snapshot
+        return self.log.latest_snapshot()
 
-    def queue_position(self) -> int:
-        return self.slots.position(self.ticket) if self.slots is not None and self.state == "queued" else 0
-
-    def status(self) -> dict[str, Any]:
-        """A plain-data summary for the status line."""
-        now = time.perf_counter()
-        with self._lock:
-            it, state = self.iteration, self.state
-            last = dict(self.history[-1]) if self.history else {}
-            metrics = dict(self.metric_history[-1]) if self.metric_history else {}
-        elapsed = 0.0
-        if self.started_at is not None:
-            elapsed = (self.ended_at or now) - self.started_at
-        rate = it / elapsed if elapsed > 0 and it else 0.0
-        eta = (self.total - it) / rate if rate > 0 and state in ("running", "paused") else None
-        return dict(state=state, iteration=it, total=self.total, its_per_s=rate, elapsed=elapsed, eta=eta,
-                    setup_s=self.setup_seconds, message=self.message, loss=last, metrics=metrics,
-                    paused=self.paused, queue_position=self.queue_position())
-
-    # --- the worker -------------------------------------------------------------------------
-    def _set(self, state: str, message: str | None = None) -> None:
-        with self._lock:
-            self.state = state
-            if message is not None:
-                self.message = message
-
-    def _work(self) -> None:
-        acquired = False
-        method = None
-        try:
-            if self.slots is not None:
-                acquired = self.slots.acquire(self.ticket, self._stop.is_set)
-                if not acquired:
-                    self._set("stopped", "Stopped before it started.")
-                    return
-            self._set("setup", "Preparing (loading the target, building the model)...")
-            t0 = time.perf_counter()
-            method = self.method_cls(self.asset, self.cfg, self.device)
-            self.setup_seconds = time.perf_counter() - t0
-            self.started_at = time.perf_counter()
-            self._set("running", "")
-            # The first held-out evaluation comes right after the first step (its budget starts empty), so that
-            # the first loss point is not kept waiting behind it.
-            # iteration 0: a finite state to show even if the first step diverges (and the timelapse's first frame)
-            self._take_snapshot(method, timelapse=bool(self._timelapse_every))
-            self._want_snapshot.set()
-            self._loop(method)
-        except Exception as exc:  # a failing method must never take the app down
-            if _is_oom(exc):
-                self._set("error", f"Out of memory on {self.device.type.upper()} at iteration {self.iteration}: "
-                                   "try a smaller size (image size, grid size, points) or fewer views.")
-            elif method is not None and _diverged(method, exc):
-                # e.g. sample_points_from_meshes refusing inf face areas: the same failure as a NaN loss
-                self._set("error", f"The optimisation diverged after iteration {self.iteration}: the parameters "
-                                   f"blew up towards NaN/inf ({str(exc).splitlines()[0][:120]}). The last finite state is "
-                                   "kept. Try a lower learning rate or larger regulariser weights.")
-            else:
-                self._set("error", f"{type(exc).__name__} at iteration {self.iteration}: {exc}")
-                traceback.print_exc()
-        finally:
-            self.ended_at = time.perf_counter()
-            if acquired:
-                self.slots.release(self.ticket)
-            self._method = method if self.state in ("done", "stopped") else None
-            del method
-            if self._method is None:
-                self._free()
-
-    def _free(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+    def poll(self, since: Cursor | None = None) -> RunView:
+        """What has changed since `since` (everything when None), and the state now."""
+        queued = self.slots is not None and self.log.state == "queued"
+        return self.log.view(since, stopping=self._stop.is_set(), pausing=self.paused,
+                             queue_position=self.slots.position(self.ticket) if queued else 0,
+                             settled=self._settled.is_set())
 
     def with_result(self, fn: Callable[[Method], Any]) -> Any:
         """Call ``fn(method)`` on the finished run's method (turntables, exports); one caller at a time.
 
         Raises RuntimeError while the run is still going, or when it failed or was closed.
         """
-        if self.alive:
+        if not self._settled.is_set():
             raise RuntimeError("the run is still going; stop it first")
         with self._result_lock:
             if self._method is None:
                 raise RuntimeError("this run has no result to use (it failed, or it was closed)")
             return fn(self._method)
 
-    def close(self) -> None:
-        """Stop the run and release its method and memory (the session has moved on)."""
-        self.stop()
-        self.join(10)
-        with self._result_lock:
-            self._method = None
-        self._free()
+    # --- the worker -------------------------------------------------------------------------
+    def _interrupt_reason(self) -> str | None:
+        """Why long work on the worker should be abandoned now, if it should (see recon.worker)."""
+        if self._stop.is_set():
+            return "stopped"
+        over = self._over_budget()
+        if over:
+            self.stop(over)
+        return over
+
+    def _over_budget(self) -> str | None:
+        lim = self.limits
+        if lim.seconds is not None:
+            if self.log.active_seconds() > lim.seconds:
+                return (f"Stopped at the time limit ({lim.seconds:.0f} s of work per run on this server"
+                        f"{'; ' + lim.source if lim.source else ''}). What was fitted is kept.")
+        if lim.memory_bytes is not None:
+            used = self._memory_used()
+            if used > lim.memory_bytes:
+                return (f"Stopped at the memory limit: the run used {used / 2**30:.1f} GB, over the "
+                        f"{lim.memory_bytes / 2**30:.1f} GB a run may use on this server"
+                        f"{'; ' + lim.source if lim.source else ''}. What was fitted is kept; "
+                        "try smaller images, grids or fewer views per step.")
+        return None
+
+    def _memory_used(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device)) - self._memory_base
+        return resident_bytes() - self._memory_base
+
+    def _work(self) -> None:
+        acquired = False
+        method = None
+        with watching(self._interrupt_reason):
+            try:
+                if self.slots is not None:
+                    acquired = self.slots.acquire(self.ticket, self._stop.is_set)
+                    if not acquired:
+                        self.log.set_state("stopped", "Stopped before it started.")
+                        return
+                if self.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                    self._memory_base = int(torch.cuda.memory_allocated(self.device))
+                else:
+                    self._memory_base = resident_bytes()
+                self.log.set_state("setup", "Preparing (loading the target, rendering its views, building the model)...")
+                t0 = time.perf_counter()
+                method = self.method_cls(self.target, self.cfg, self.device)
+                self.log.setup_s = time.perf_counter() - t0
+                self.log.set_state("running", "")
+                # iteration 0: a finite state to show even if the first step diverges (the timelapse's first frame)
+                self._take_snapshot(method, timelapse=bool(self._timelapse_every))
+                self._loop(method)
+            except Interrupted:
+                where = "during the setup" if method is None else f"at iteration {self.log.iteration}"
+                self.log.set_state("stopped", self._halt_reason or f"Stopped {where}.")
+            except Exception as exc:  # a failing method must never take the app down
+                self._fail(method, exc)
+            finally:
+                if self.log.state not in FINISHED:
+                    self.log.set_state("stopped", self._halt_reason or f"Stopped at iteration {self.log.iteration}.")
+                try:
+                    if method is not None and self.log.state in ("done", "stopped") and not self._closed:
+                        self._score(method)
+                finally:
+                    if acquired:
+                        self.slots.release(self.ticket)
+                    keep = method is not None and self.log.state in ("done", "stopped") and not self._closed
+                    with self._result_lock:
+                        self._method = method if keep else None
+                    del method
+                    if not keep:
+                        _free(self.device)
+                    self._settled.set()
+
+    def _fail(self, method: Method | None, exc: BaseException) -> None:
+        if is_oom(exc):
+            kept = method is not None and self.log.iteration > 0
+            self.log.set_state("stopped" if kept else "error",
+                      f"Out of memory on the {self.device.type.upper()} at iteration {self.log.iteration}"
+                      + (": stopped, keeping what was fitted. " if kept else ". ")
+                      + "Try a smaller size (image size, grid size, points) or fewer views per step.")
+            gc.collect()
+        elif method is not None and method.blew_up(exc):
+            # e.g. sample_points_from_meshes refusing inf face areas: the same failure as a NaN loss
+            self.log.set_state("error", f"The optimisation diverged after iteration {self.log.iteration}: the parameters "
+                               f"blew up towards NaN/inf ({str(exc).splitlines()[0][:120]}). The last finite state is "
+                               "kept. Try a lower learning rate or larger regulariser weights.")
+        else:
+            self.log.set_state("error", f"{type(exc).__name__} at iteration {self.log.iteration}: {exc}")
+            traceback.print_exc()
 
     def _loop(self, method: Method) -> None:
-        eval_spent, steps_since_eval = 0.0, 0.0
-        snap_spent, steps_since_snap, tl_pending = 0.0, 0.0, False
-        while self.iteration < self.total:
-            if self._stop.is_set():
+        share = self.share
+        tl_pending = False
+        while self.log.iteration < self.total:
+            if self._stop.is_set() or self._wait_while_paused():
                 break
-            if not self._resume.is_set():
-                self._set("paused")
-                while not self._resume.wait(0.05):
-                    if self._stop.is_set():
-                        break
-                if self._stop.is_set():
-                    break
-                self._set("running")
+            over = self._over_budget()
+            if over:
+                self.stop(over)
+                break
             self._apply_pending(method)
             t0 = time.perf_counter()
+            self.log.step_started()
             terms = method.step()
             values = dict(zip(terms, torch.stack(list(terms.values())).tolist()))
             dt = time.perf_counter() - t0
-            self.step_seconds += dt
-            steps_since_eval += dt
-            steps_since_snap += dt
+            share.add_work(dt)
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
-                self._set("error", f"The loss became NaN/inf at iteration {self.iteration + 1} ({bad}). "
+                self.log.set_state("error", f"The loss became NaN/inf at iteration {self.log.iteration + 1} ({bad}). "
                                    "The last finite state is kept. Try a lower learning rate or larger regulariser "
                                    "weights.")
                 return
-            row = {"iteration": self.iteration + 1, "time": time.perf_counter() - self.started_at, **values}
-            with self._lock:
-                self.history.append(row)
-                self.iteration += 1
-            last = self.iteration == self.total
-            # Held-out evaluation takes at most `eval_budget` of the time: wait until the steps since the
-            # last evaluation have taken (1 - budget) / budget times what that evaluation cost.
-            if last or steps_since_eval * self.eval_budget >= eval_spent * (1 - self.eval_budget):
-                eval_spent = self._evaluate(method)
-                steps_since_eval = 0.0
-            tl_pending = tl_pending or bool(self._timelapse_every and self.iteration % self._timelapse_every == 0)
-            # Snapshots (for the page and the timelapse) get the same kind of time budget as evaluation, so
-            # that a method whose snapshot is expensive (a NeRF render) is not slowed down by a watcher.
-            affordable = steps_since_snap * self.snapshot_budget >= snap_spent * (1 - self.snapshot_budget)
-            if last or ((tl_pending or self._want_snapshot.is_set()) and affordable):
+            self.log.step_done(dt, {"time": share.work, **values})
+            if self._stop.is_set():  # no extras after a Stop: the final score comes with the scoring
+                break
+            last = self.log.iteration == self.total
+            if self._want_full.is_set():
+                self._want_full.clear()
+                self._evaluate(method, live=False)
+            if last or share.due("eval"):
+                share.charge("eval", self._evaluate(method, live=True))
+            tl_pending = tl_pending or bool(self._timelapse_every and self.log.iteration % self._timelapse_every == 0)
+            if last or ((tl_pending or self._want_snapshot.is_set()) and share.due("snapshot")):
                 t0 = time.perf_counter()
                 self._take_snapshot(method, timelapse=tl_pending or last)
-                snap_spent, steps_since_snap, tl_pending = time.perf_counter() - t0, 0.0, False
+                share.charge("snapshot", time.perf_counter() - t0)
+                tl_pending = False
         if self._stop.is_set():
-            self._take_snapshot(method, timelapse=bool(self._timelapse_every))
-            if self.iteration and (not self.metric_history or self.metric_history[-1]["iteration"] != self.iteration):
-                self._evaluate(method)  # the quality the run ends with, for its history and exports
-            self._set("stopped", f"Stopped at iteration {self.iteration}.")
+            self.log.set_state("stopped", self._halt_reason or f"Stopped at iteration {self.log.iteration}.")
         else:
-            self._set("done", f"Finished {self.iteration} iterations.")
+            self.log.set_state("done", f"Finished {self.log.iteration} iterations.")
 
-    def _evaluate(self, method: Method) -> float:
+    def _wait_while_paused(self) -> bool:
+        """Block while paused; True if a Stop came meanwhile."""
+        if self._resume.is_set():
+            return False
+        self.log.set_state("paused")
+        while not self._resume.wait(0.05):
+            pass
+        if self._stop.is_set():
+            return True
+        self.log.set_state("running")
+        return False
+
+    def _evaluate(self, method: Method, live: bool) -> float:
+        """Record one evaluation (live estimate or full score); returns what it cost in seconds."""
         t0 = time.perf_counter()
-        metrics = method.evaluate()
+        metrics = method.evaluate(live=live)
         spent = time.perf_counter() - t0
         if metrics:
-            row = {"iteration": self.iteration, "time": time.perf_counter() - self.started_at, **metrics}
-            with self._lock:
-                self.metric_history.append(row)
+            row = {"iteration": self.log.iteration, "time": self.share.work,
+                   **{(LIVE + k if live else k): v for k, v in metrics.items()}}
+            self.log.add_metrics(row, final=None if live else metrics)
         return spent
+
+    def _score(self, method: Method) -> None:
+        """The full held-out score of the result, once, after the loop (not after a failure)."""
+        if not self.score_at_end or self.log.iteration == 0:
+            return
+        self.log.set_scoring(True)
+        try:
+            with watching(lambda: "closed" if self._closed else None):  # a Stop no longer interrupts: the run is over
+                self._evaluate(method, live=False)
+        except Interrupted:
+            pass
+        except Exception as exc:  # scoring must not turn a finished run into a failure
+            if not is_oom(exc):
+                traceback.print_exc()
+        finally:
+            self.log.set_scoring(False)
 
     def _take_snapshot(self, method: Method, timelapse: bool = False) -> None:
         self._want_snapshot.clear()
         snap = method.snapshot()
-        if not _finite(snap):  # the parameters blew up: the page keeps showing the last finite state
+        if not snap.is_finite():  # the parameters blew up: the page keeps showing the last finite state
             return
-        snap.iteration = self.iteration
-        with self._lock:
-            self._snapshot = snap
-            self._snapshot_seq += 1
+        snap.iteration = self.log.iteration
+        self.log.set_snapshot(snap)
         if timelapse and not (self.timelapse and self.timelapse[-1].iteration == snap.iteration):
             self._keep_frame(snap)
 
@@ -419,6 +388,12 @@ class Run:
             return
         method.apply_live(changes)
         self.cfg = dataclasses.replace(self.cfg, **changes)
-        with self._lock:
-            for name, value in changes.items():
-                self.events.append({"iteration": self.iteration, "name": name, "value": value})
+        for name, value in changes.items():
+            self.log.add_event(name, value)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .methods.base import MeshData, PointData, Snapshot
+from .metrics import LIVE, Metric
 
 #: Most points drawn per line in the loss chart (longer histories are thinned evenly).
 MAX_LINE_POINTS = 1500
@@ -28,17 +29,11 @@ class Figure(dict):
 
     Building plotly's ``go.Figure`` validates every property in Python, which costs ~50-90 ms per
     chart: enough, at the page's refresh rate, to take CPU and the GIL from the optimisation. This
-    dict is what plotly.js receives anyway. ``gr.Plot`` accepts it (it calls ``to_json()``), and
-    :meth:`to_plotly` gives a validated ``go.Figure`` where one is wanted (needs plotly).
+    dict is what plotly.js receives anyway. ``gr.Plot`` accepts it (it calls ``to_json()``).
     """
 
     def to_json(self) -> str:
         return json.dumps(self, separators=(",", ":"), default=_jsonable)
-
-    def to_plotly(self):
-        import plotly.graph_objects as go
-
-        return go.Figure(self)
 
     @property
     def data(self) -> list[dict]:
@@ -112,32 +107,50 @@ def loss_figure(history: Sequence[dict], events: Sequence[dict] = (), overlays: 
     return Figure(data=data, layout=layout)
 
 
-def metrics_figure(metric_history: Sequence[dict], labels: dict[str, str] | None = None, height: int = 240) -> Figure:
-    """Held-out quality metrics against iteration, one y axis per metric (up to two)."""
-    rows = _thin(metric_history)
-    keys = [k for k in (rows[0] if rows else {}) if k not in ("iteration", "time")]
-    labels = labels or {}
-    data = [dict(type="scatter", x=[r["iteration"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
-                 name=labels.get(key, key), yaxis="y" if i == 0 else "y2", line=dict(color=PALETTE[(i + 3) % len(PALETTE)]))
-            for i, key in enumerate(keys[:2])]
+def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], live_note: str = "",
+                   height: int = 240) -> Figure:
+    """Held-out quality against iteration, one y axis per measure (up to two).
+
+    The live estimate (keys ``live_<metric>``) is a line, labelled with what it measures; the full
+    score (the metric's own key, at the end of a run or when asked for) is a large marker on it.
+    """
+    keys = list(metrics)[:2]
+    data = []
+    for i, key in enumerate(keys):
+        m, axis, color = metrics[key], "y" if i == 0 else "y2", PALETTE[(i + 3) % len(PALETTE)]
+        live = _thin([r for r in metric_history if LIVE + key in r])
+        full = [r for r in metric_history if key in r]
+        if live:
+            data.append(dict(type="scatter", x=[r["iteration"] for r in live], y=[r[LIVE + key] for r in live],
+                             mode="lines+markers", name=f"{m.short} (live estimate)", yaxis=axis,
+                             line=dict(color=color), marker=dict(size=4)))
+        if full:
+            data.append(dict(type="scatter", x=[r["iteration"] for r in full], y=[r[key] for r in full],
+                             mode="markers", name=f"{m.short} (full score)", yaxis=axis,
+                             marker=dict(color=color, size=11, symbol="diamond", line=dict(color="#222", width=1))))
     layout = _base_layout("Held-out quality", height)
     if keys:
-        layout["yaxis"]["title"] = dict(text=labels.get(keys[0], keys[0]))
-        if keys[0].startswith("chamfer"):
+        first = metrics[keys[0]]
+        layout["yaxis"]["title"] = dict(text=first.label)
+        if first.log_axis:
             layout["yaxis"]["type"] = "log"
     if len(keys) > 1:
-        layout["yaxis2"] = dict(title=dict(text=labels.get(keys[1], keys[1])), overlaying="y", side="right",
-                                showgrid=False)
-    if not rows:
-        layout["annotations"] = [_note("Quality is measured while the run goes")]
+        layout["yaxis2"] = dict(title=dict(text=metrics[keys[1]].label), overlaying="y", side="right", showgrid=False)
+    if live_note:
+        layout["annotations"] = [dict(text=f"live estimate: {live_note}; ◆ full score", showarrow=False, x=0,
+                                      y=-0.28, xref="paper", yref="paper", xanchor="left",
+                                      font=dict(size=10, color="#666"))]
+        layout["margin"] = dict(layout["margin"], b=58)
+    if not data:
+        layout.setdefault("annotations", []).append(_note("Quality is measured while the run goes"))
     return Figure(data=data, layout=layout)
 
 
-def _cap(xyz: np.ndarray, colors: np.ndarray | None, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
-    if len(xyz) <= limit:
-        return xyz, colors
-    idx = np.random.default_rng(0).choice(len(xyz), limit, replace=False)
-    return xyz[idx], None if colors is None else colors[idx]
+def _cap_index(n: int, limit: int) -> np.ndarray:
+    """Indices of at most `limit` of `n` points (a fixed random subset, so successive frames agree)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
 
 
 def _rgb_strings(colors: np.ndarray) -> list[str]:
@@ -151,13 +164,14 @@ def _round(a: np.ndarray) -> np.ndarray:
 
 
 def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
-                 target_points: np.ndarray | None = None, title: str = "3D view", height: int = 460) -> Figure:
+                 target_points: np.ndarray | None = None, title: str = "3D view", height: int = 460,
+                 target_label: str = "target points", points_label: str = "density points") -> Figure:
     """The current mesh and/or point cloud, with the target's points for reference."""
     data = []
     if target_points is not None and len(target_points):
-        tp, _ = _cap(np.asarray(target_points), None, MAX_CLOUD_POINTS)
-        tp = _round(tp)
-        data.append(dict(type="scatter3d", x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name="target points",
+        tp = np.asarray(target_points)
+        tp = _round(tp[_cap_index(len(tp), MAX_CLOUD_POINTS)])
+        data.append(dict(type="scatter3d", x=tp[:, 0], y=tp[:, 1], z=tp[:, 2], mode="markers", name=target_label,
                          marker=dict(size=2, color="rgba(60,60,60,0.35)")))
     if mesh is not None:
         v, f = _round(mesh.verts), np.asarray(mesh.faces)
@@ -171,11 +185,13 @@ def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
             trace["color"] = "#4f8fd6"
         data.append(trace)
     if points is not None and len(points.xyz):
-        xyz, col = _cap(points.xyz, points.colors, MAX_CLOUD_POINTS)
-        xyz = _round(xyz)
+        idx = _cap_index(len(points.xyz), MAX_CLOUD_POINTS)
+        xyz, col = _round(points.xyz[idx]), None if points.colors is None else points.colors[idx]
         marker: dict[str, Any] = dict(size=2.5, color=_rgb_strings(col) if col is not None else "#d62728")
+        if points.sizes is not None:  # splats: marker size (pixels) grows with the radius (world units)
+            marker["size"] = np.clip(np.asarray(points.sizes)[idx] * 120.0, 1.0, 12.0).round(1)
         data.append(dict(type="scatter3d", x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers",
-                         name="density points", marker=marker))
+                         name=points_label, marker=marker))
     axis = dict(range=[-1.3, 1.3], showbackground=False, title=dict(text=""), showticklabels=False, showgrid=True,
                 gridcolor="#eee", zeroline=False)
     layout = dict(
@@ -187,36 +203,10 @@ def scene_figure(mesh: MeshData | None = None, points: PointData | None = None,
     return Figure(data=data, layout=layout)
 
 
-def snapshot_figure(snap: Snapshot | None, target_points: np.ndarray | None, title: str = "3D view") -> Figure:
+def snapshot_figure(snap: Snapshot | None, target_points: np.ndarray | None, title: str = "3D view",
+                    target_label: str = "target points", points_label: str = "density points") -> Figure:
+    labels = dict(target_label=target_label, points_label=points_label)
     if snap is None:
-        return scene_figure(target_points=target_points, title=title)
+        return scene_figure(target_points=target_points, title=title, **labels)
     return scene_figure(mesh=snap.mesh, points=snap.points, target_points=target_points,
-                        title=f"{title} - iteration {snap.iteration}")
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """A float image in [0, 1] (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as uint8 RGB."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    img = img[..., :3]
-    return (np.clip(np.nan_to_num(img), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-
-
-def side_by_side(images: Sequence[np.ndarray], gap: int = 4, scale: int = 1) -> np.ndarray:
-    """uint8 images of equal height placed in a row with a white gap, optionally enlarged."""
-    h = max(im.shape[0] for im in images)
-    parts = []
-    for i, im in enumerate(images):
-        if im.shape[0] != h:  # nearest-neighbour resize to a common height
-            idx = (np.arange(h) * im.shape[0] / h).astype(int)
-            im = im[idx][:, (np.arange(int(im.shape[1] * h / im.shape[0])) * im.shape[0] / h).astype(int)]
-        parts.append(im)
-        if i < len(images) - 1:
-            parts.append(np.full((h, gap, 3), 255, np.uint8))
-    out = np.concatenate(parts, axis=1)
-    if scale > 1:
-        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
-    return out
+                        title=f"{title} - iteration {snap.iteration}", **labels)

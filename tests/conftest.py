@@ -33,13 +33,14 @@ def free_port() -> int:
 
 
 def launch(max_runs: int = 4):
-    """Build and launch the real app in-process; returns (demo, url)."""
+    """Build and launch the real app in-process, as `python app.py` does; returns (demo, url)."""
     import app
 
     demo = app.build_demo(max_runs=max_runs)
-    demo.queue(max_size=64, default_concurrency_limit=None)
+    demo.queue(max_size=100, default_concurrency_limit=None)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **app.launch_options(demo))
     return demo, f"http://127.0.0.1:{port}/"
 
 
@@ -50,20 +51,14 @@ def live_app():
     demo.close()
 
 
-def run_args(method: str, target: str = "cow", **overrides) -> list:
-    """Positional arguments of the /run endpoint: method, target, then every knob of every method
-    in the page's order, defaults except `overrides` (which apply to `method`'s knobs)."""
-    import app
-    from recon.methods import METHODS
-    from recon.params import knobs
+def config_json(method: str = "deform", target: str = "cow", **settings) -> str:
+    """The config JSON of the public API (what the page downloads): a method's CPU preset plus `settings`."""
+    import json
 
-    args: list = [method, target]
-    for name, (cls, _) in METHODS.items():
-        for k in app._grouped(knobs(cls.Config)):
-            args.append(overrides.get(k.name, k.default) if name == method else k.default)
-    unknown = set(overrides) - {k.name for k in knobs(METHODS[method][0].Config)}
-    assert not unknown, f"not knobs of {method}: {unknown}"
-    return args
+    from recon.workbench import preset_values
+
+    return json.dumps({"format": "recon-config", "method": method, "target": target,
+                       "settings": {**preset_values(method), **settings}})
 
 
 @pytest.fixture(scope="session")

@@ -1,217 +1,170 @@
-"""The tuning workbench: live edits through the API, the session's run history, overlays and restore."""
+"""The page's controller without a server: a session starts, watches, edits, stops, restores and
+exports runs through plain Python calls, as the page's handlers do."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import time
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pytest
-from api_inputs import cheap_evaluate, quick, run_inputs, wait_for
-from gradio_client import Client
 
-import app
-from recon.history import HEADERS, RunHistory, key_names, mesh_thumbnail, record_run, thumbnail
-from recon.methods import METHODS
-from recon.methods.base import MeshData, Snapshot
-from recon.methods.deform import Deform, DeformConfig
-from recon.params import knobs
-from recon.session import SessionState, grouped
+from recon import workbench as wbmod
+from recon.budget import Limits
+from recon.history import HEADERS
+from recon.server import Server
+from recon.workbench import Loaded, Workbench, preset_values
 
-WEIGHTS = dict(chamfer=1.0, edge=1.0, normal=0.01, laplacian=0.1)  # DeformConfig's defaults
+QUICK = dict(iterations=40, points=300, coarse_points=300, sphere_level=2)  # deform, seconds on a CPU
 
 
-@pytest.fixture(autouse=True)
-def fast(monkeypatch):
-    monkeypatch.setattr(app, "REFRESH_S", 0.1)
-    monkeypatch.setattr(Deform, "evaluate", cheap_evaluate)
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setattr(wbmod, "REFRESH_S", 0.05)
+    return Server(max_runs=2, device="cpu", limits=Limits())
 
 
-def session_of(demo, client):
-    """The server-side session of a gradio_client Client (one Client = one browser session)."""
-    return demo.recon_sessions._by_hash[client.session_hash]
+def deform_values(**over):
+    return {**preset_values("deform"), **QUICK, **over}
 
 
-def iteration(status: str) -> int:
-    import re
-
-    m = re.search(r"iteration (\d+) /", status)
-    return int(m.group(1)) if m else -1
-
-
-def value(out):
-    """A component's value from an API output (gradio_client hands back update dicts as they are)."""
-    return out.get("value") if isinstance(out, dict) and out.get("__type__") == "update" else out
+def follow(wb: Workbench, timeout: float = 120.0):
+    updates, end = [], time.monotonic() + timeout
+    for u in wb.follow():
+        updates.append(u)
+        assert time.monotonic() < end, [x.status for x in updates[-3:]]
+    return updates
 
 
-def restored(out) -> dict:
-    names = [k.name for k in grouped(knobs(DeformConfig))]
-    return dict(zip(names, map(value, out[2:2 + len(names)])))
+def test_a_run_streams_updates_and_is_scored_recorded_and_exported(server):
+    wb = Workbench(server)
+    first = wb.start("deform", "cow", deform_values())
+    assert first.running and first.status.splitlines()[0].split(" · ")[0] in ("queued", "setup", "running")
+    updates = follow(wb)
+    last = updates[-1]
+    assert last.done and last.status.startswith("done · iteration 40 / 40") and not last.running
+    assert "Chamfer (10k points)" in last.status  # the full score, once the run was scored
+    losses = {t["name"] for t in last.loss["data"]}
+    assert {"chamfer", "edge", "normal", "laplacian", "total"} <= losses
+    metrics = {t["name"]: t for t in last.metrics["data"]}
+    assert "Chamfer (live estimate)" in metrics and "Chamfer (full score)" in metrics
+    assert len(metrics["Chamfer (live estimate)"]["x"]) >= 2 and metrics["Chamfer (full score)"]["x"] == [40]
+    assert any(u.scene is not None for u in updates)  # the 3D view moved
+    # the history has it
+    assert len(wb.history) == 1 and wb.history.rows()[0][1:3] == ["deform", "cow"]
+    assert len(wb.history.rows()[0]) == len(HEADERS)
+    # core files first, then the videos
+    files, notes = wb.export()
+    assert {"glb", "obj", "history_csv", "config_json"} <= set(files) and not notes
+    rows = list(csv.DictReader(open(files["history_csv"])))
+    assert "live_chamfer_10k" in rows[0] and "chamfer_10k" in rows[0]  # live estimate and full score apart
+    assert rows[-1]["chamfer_10k"] and float(rows[-1]["chamfer_10k"]) > 0
+    config = json.loads(Path(files["config_json"]).read_text())
+    assert config["method"] == "deform" and config["settings"]["iterations"] == 40 and config["final_score"]
+    extras, _ = wb.export(extras=True)
+    assert {"turntable_mp4", "turntable_gif", "timelapse_mp4"} <= set(extras)
+    folder = wb.folder()
+    wb.close()
+    assert not folder.exists()
 
 
-def total_of(row: dict, weights: dict) -> float:
-    return sum(w * row[k] for k, w in weights.items())
+def test_pause_and_stop_answer_at_once_and_live_edits_apply(server):
+    wb = Workbench(server)
+    wb.start("deform", "cow", deform_values(iterations=20000))
+    while "running" not in wb.tick().status:
+        pass
+    applied, msgs = wb.live_edit("deform", "chamfer_weight", 3.0)
+    assert applied and not msgs
+    assert wb.live_edit("deform", "iterations", 5) == (False, ["Iterations cannot change while a run is going"])
+    assert wb.live_edit("nerf", "lr", 0.1)[1] == ["the running method is deform, not nerf: nothing changed"]
+    while not wb.run.poll().events:  # it applies from the next step
+        time.sleep(0.01)
+    label, status = wb.pause()
+    assert label == "Resume" and status.split(" · ")[0] in ("pausing", "paused")
+    label, status = wb.pause()
+    assert label == "Pause"
+    t0 = time.monotonic()
+    status = wb.stop()
+    assert time.monotonic() - t0 < 0.5 and status.startswith("stopping")
+    last = follow(wb)[-1]
+    assert last.status.startswith("stopped") and "live edits: Chamfer weight → 3" in last.status
+    rec = wb.history.records[-1]
+    assert rec.settings["chamfer_weight"] == 3.0 and "chamfer 1→3" in rec.key_settings()
+    wb.close()
 
 
-# --- (a) live edits through the API --------------------------------------------------------------
+def test_restore_and_load_config_return_the_method_and_every_value(server, tmp_path):
+    wb = Workbench(server)
+    wb.start("deform", "torus", deform_values(iterations=3, chamfer_weight=2.0))
+    follow(wb)
+    out = wb.restore("1")
+    assert isinstance(out, Loaded) and out.method == "deform" and out.target == "torus"
+    assert out.values["chamfer_weight"] == 2.0 and out.values["iterations"] == 3
+    assert set(out.values) == set(preset_values("deform"))
+    assert wb.restore("99") == "⚠️ Pick a run from the history to restore."
+    files, _ = wb.export()
+    loaded = wb.load_config(str(files["config_json"]))
+    assert isinstance(loaded, Loaded) and loaded.values["chamfer_weight"] == 2.0 and loaded.target == "torus"
+    bad = tmp_path / "bad.json"
+    bad.write_text("[" * 100_000)  # nested too deep for json
+    assert "nested too deeply" in wb.load_config(str(bad))
+    bad.write_text('{"method": "deform", "settings": {"lr": "abc"}}')
+    loaded = wb.load_config(str(bad))
+    assert isinstance(loaded, Loaded) and "not a valid value" in loaded.message
+    wb.close()
 
 
-def test_live_edit_changes_the_loss_from_the_next_step_and_reaches_the_export(live_app):
-    demo, url = live_app
-    client = Client(url, verbose=False)
-    job = client.submit(*run_inputs(client, "deform", "cow", **quick(iterations=20000)), api_name="/run")
-    wait_for(job, lambda s: iteration(s) >= 3)
-    sess = session_of(demo, client)
-    run = sess.run
-    assert "cannot change" in client.predict("deform", "iterations", 5, api_name="/live_edit")
-    assert "running method is deform" in client.predict("nerf", "lr", 0.01, api_name="/live_edit")
-    assert client.predict("deform", "chamfer_weight", 3.0, api_name="/live_edit") == "applied"
-    deadline = time.monotonic() + 30
-    while not (run.events and run.iteration > run.events[0]["iteration"] + 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "outside" in client.predict("deform", "edge_weight", 99.0, api_name="/live_edit")  # clamped to 10
-    wait_for(job, lambda s: "live edits: Chamfer weight → 3" in s, timeout=30)
-    client.predict(api_name="/stop")
-    job.result(timeout=30)
-    assert run.state == "stopped" and not run.alive
-
-    ev = run.events[0]
-    assert ev["name"] == "chamfer_weight" and ev["value"] == 3.0 and ev["iteration"] >= 3
-    assert [e["name"] for e in run.events] == ["chamfer_weight", "edge_weight"]
-    edge_at = run.events[1]["iteration"]
-    rows = {r["iteration"]: r for r in run.history}
-    at = ev["iteration"]
-    for i in range(1, at + 1):  # up to the edit: the start weights
-        assert rows[i]["total"] == pytest.approx(total_of(rows[i], WEIGHTS), rel=1e-5)
-    for i in range(at + 1, edge_at + 1):  # from the next step on: the new chamfer weight
-        assert rows[i]["total"] == pytest.approx(total_of(rows[i], {**WEIGHTS, "chamfer": 3.0}), rel=1e-5)
-    assert run.cfg.chamfer_weight == 3.0 and run.cfg.edge_weight == 10.0 and run.initial_cfg.chamfer_weight == 1.0
-
-    # the session's history has it, edits included
-    assert len(sess.history) == 1
-    rec = sess.history.records[0]
-    assert rec.events == run.events and rec.settings["chamfer_weight"] == 3.0 and rec.state == "stopped"
-    assert "chamfer 1→3" in rec.key_settings()
-
-    # the exported config carries the final values and the edits with their iterations
-    _, files, _ = client.predict(None, api_name="/export")
-    (cfg_path,) = [f for f in files if str(f).endswith("_config.json")]
-    data = json.loads(open(cfg_path).read())
-    assert data["settings"]["chamfer_weight"] == 3.0 and data["start_settings"]["chamfer_weight"] == 1.0
-    assert data["live_edits"][0] == {"iteration": at, "name": "chamfer_weight", "value": 3.0}
-    assert data["live_edits"][1]["name"] == "edge_weight" and data["live_edits"][1]["value"] == 10.0
-    client.close()
+def test_a_run_over_the_servers_limits_is_refused_before_any_work(server):
+    small = Server(max_runs=1, device="cpu", limits=Limits(memory_bytes=2 * 2**30, seconds=600))
+    wb = Workbench(small)
+    maxima = {**preset_values("volume"), "grid_size": 256, "image_size": 256, "views_per_step": 40,
+              "points_per_ray": 512, "iterations": 20000}
+    estimate = wb.estimate("volume", "cow", maxima)
+    assert estimate.startswith("⚠️") and "grid size" in estimate.lower()
+    update = wb.start("volume", "cow", maxima)
+    assert update.done and update.status.startswith("refused") and wb.run is None
+    assert wb.estimate("deform", "cow", deform_values()).startswith("Estimate: about")
+    wb.close()
 
 
-# --- (b) history, overlays, restore through the API ----------------------------------------------
+def test_bad_targets_get_a_message_and_no_run(server):
+    wb = Workbench(server)
+    update = wb.start("deform", "uploaded mesh", deform_values())
+    assert update.done and "Upload a mesh first" in update.status
+    update = wb.start("deform", "cow views (dataset)", deform_values())
+    assert update.done and "image dataset" in update.status and "mesh target" in update.status
+    scene, msg = wb.preview("cow views (dataset)")
+    assert scene is not None and "40 training and 8 held-out views" in msg
+    assert wb.upload(None) == (None, None, "")
+    wb.close()
 
 
-def test_history_survives_several_runs_overlays_render_and_restore_sets_the_sliders(live_app):
-    demo, url = live_app
-    client = Client(url, verbose=False)
-    plans = [dict(iterations=3, chamfer_weight=2.0), dict(iterations=5, laplacian_weight=0.5),
-             dict(iterations=4, optimizer="adam", lr=0.01)]
-    for plan in plans:
-        out = client.predict(*run_inputs(client, "deform", "torus", **quick(**plan)), api_name="/run")
-        assert out[0].startswith("done"), out[0]
-    sess = session_of(demo, client)
-    hist = sess.history
-    assert [r.number for r in hist] == [1, 2, 3] and [r.iterations for r in hist] == [3, 5, 4]
-    rows = hist.rows()
-    assert [r[0] for r in rows] == [3, 2, 1] and all(len(r) == len(HEADERS) for r in rows)
-    assert rows[2][1:3] == ["deform", "torus"] and "chamfer 2" in rows[2][3] and rows[2][6].startswith("Chamfer")
-    assert all(r.thumbnail is not None and r.thumbnail.dtype == np.uint8 for r in hist)
-
-    # overlays: the chosen past runs' totals, dashed, next to the current run's terms
-    fig = json.loads(client.predict(["1", "2"], api_name="/overlay")["plot"])
-    names = [t["name"] for t in fig["data"]]
-    assert "#1 total" in names and "#2 total" in names and "#3 total" not in names and "chamfer" in names
-    dashed = [t for t in fig["data"] if t["name"] == "#1 total"][0]
-    assert dashed["line"]["dash"] == "dash" and len(dashed["x"]) == 3
-    assert sess.overlays == ["1", "2"]
-    # the next run's streamed loss chart keeps the overlays
-    job = client.submit(*run_inputs(client, "deform", "torus", **quick(iterations=2)), api_name="/run")
-    outs = list(job)
-    streamed = json.loads([o[1] for o in outs if isinstance(o[1], dict)][-1]["plot"])
-    assert {"#1 total", "#2 total"} <= {t["name"] for t in streamed["data"]}
-    assert len(sess.history) == 4
-
-    # restore run 1 into the sliders (the page is on another method: it switches back)
-    out = client.predict("1", "volume", api_name="/restore")
-    assert value(out[0]) == "deform" and value(out[1]) == "torus" and "Restored run **#1**" in out[-1]
-    values = restored(out)
-    assert values["iterations"] == 3 and values["chamfer_weight"] == 2.0 and values["points"] == 500
-    assert sess.pending_config == ("deform", hist.get(1).settings)  # applied after the method switch
-    out = client.predict("2", "deform", api_name="/restore")
-    values = restored(out)
-    assert values["iterations"] == 5 and values["laplacian_weight"] == 0.5 and values["chamfer_weight"] == 1.0
-    assert "Pick a run" in client.predict("99", "deform", api_name="/restore")[-1]
-    client.close()
+def test_sessions_are_apart_and_end(server):
+    a, b = Workbench(server), Workbench(server)
+    a.start("deform", "torus", deform_values(iterations=20000))
+    b.start("deform", "teapot", deform_values(iterations=5))
+    follow(b)
+    assert a.run.poll().state in ("setup", "running") and b.run.poll().state == "done"
+    assert a.run is not b.run and b.history.rows()[0][2] == "teapot" and len(a.history) == 0
+    run = a.run
+    a.close()
+    assert run.wait_settled(10) and run.poll().state == "stopped" and run._method is None
+    assert a not in server.sessions and b in server.sessions
+    b.close()
 
 
-# --- (c) recon.history and recon.session without a server ----------------------------------------
+def test_the_target_views_download_as_a_dataset(server):
+    from recon.datasets import read_dataset
 
-
-def fake_run(ticket: int, n: int = 10, metric: float = 0.5, events=(), state: str = "done"):
-    cfg = DeformConfig(chamfer_weight=2.0)
-    history = [{"iteration": i + 1, "time": 0.1 * i, "chamfer": 1.0 / (i + 1), "total": 2.0 / (i + 1)} for i in range(n)]
-    mesh = MeshData(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32),
-                    np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]], np.int64))
-    return SimpleNamespace(cfg=cfg, initial_cfg=DeformConfig(), events=list(events), history=history,
-                           metric_history=[{"iteration": n, "time": 1.0, "chamfer_10k": metric}], iteration=n, total=n,
-                           state=state, ticket=ticket, method_cls=Deform, alive=False, finished=True,
-                           asset=SimpleNamespace(name="cow", key="builtin:cow"),
-                           latest_snapshot=lambda: (1, Snapshot(iteration=n, mesh=mesh)))
-
-
-def test_run_record_summarises_a_run():
-    rec = record_run(fake_run(1, events=[{"iteration": 4, "name": "chamfer_weight", "value": 2.0}]), 1, "cow")
-    assert rec.final_loss == pytest.approx(0.2) and rec.final_quality == ("chamfer_10k", 0.5)
-    assert rec.key_names == key_names(DeformConfig) == ("chamfer_weight", "edge_weight", "normal_weight",
-                                                        "laplacian_weight", "lr")
-    row = rec.row()
-    assert row[:3] == [1, "deform", "cow"] and row[3].startswith("chamfer 1→2, edge 1")
-    assert row[4:] == ["10 / 10", "0.2", "Chamfer 0.5", "done"]
-    assert rec.thumbnail.shape == (96, 96, 3) and (rec.thumbnail != 255).any()
-
-
-def test_run_history_caps_dedupes_and_overlays():
-    hist = RunHistory(cap=3)
-    for t in range(1, 6):
-        assert hist.add(record_run(fake_run(t, n=t), hist.next_number(), "cow"), key=t)
-    assert not hist.add(record_run(fake_run(5), hist.next_number(), "cow"), key=5)  # recorded once
-    assert [r.number for r in hist] == [3, 4, 5] and hist.next_number() == 6
-    assert hist.get(1) is None and hist.get("#4").iterations == 4
-    assert [c[1] for c in hist.choices()] == ["5", "4", "3"] and hist.choices()[0][0] == "#5 deform · cow"
-    assert [lbl for lbl, _ in hist.overlays(["5", 3, "1"])] == ["#3", "#5"]  # oldest first; #1 is gone
-
-
-def test_long_histories_are_thinned_and_thumbnails_cover_images_and_meshes():
-    rec = record_run(fake_run(1, n=5000), 1, "cow")
-    assert len(rec.history) <= 2000 and rec.history[0]["iteration"] == 1 and rec.history[-1]["iteration"] == 5000
-    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    assert thumbnail(Snapshot(iteration=1, images={"render": img})).shape == (96, 96, 3)
-    assert thumbnail(None) is None and thumbnail(Snapshot(iteration=1)) is None
-    from pytorch3d.utils import ico_sphere
-
-    s = ico_sphere(2)
-    pic = mesh_thumbnail(s.verts_packed().numpy(), s.faces_packed().numpy(), size=64)
-    assert pic.shape == (64, 64, 3) and 0.3 < (pic != 255).any(axis=2).mean() < 0.95  # a disc of a sphere
-
-
-def test_session_refuses_live_edits_without_a_matching_run():
-    sess = SessionState()
-    assert sess.live_edit("deform", "lr", 0.1) == (False, ["no run is going: the value applies to the next run"])
-    assert not sess.record()  # nothing to record
-
-
-def test_every_method_has_a_quick_preset_and_a_failure_preset_and_live_knobs():
-    for name, (cls, _) in METHODS.items():
-        names = list(cls.presets)
-        assert "Tutorial" in names and ({"Quick", "Fast"} & set(names)), (name, names)
-        assert len(names) >= 3, (name, names)  # a failure mode too
-        assert any(k.live for k in knobs(cls.Config))
-        for k in knobs(cls.Config):
-            assert len(k.help) > 20, (name, k.name)
-        assert "optimised" in cls.explain and "Loss terms" in cls.explain and cls.tutorial
+    wb = Workbench(server)
+    values = {**preset_values("volume"), "num_views": 6, "image_size": 32}
+    path, msg = wb.export_views("volume", "torus", values)
+    assert path is not None and path.suffix == ".zip" and "NeRF-synthetic" in msg
+    data = read_dataset(path)
+    assert len(data.train) == 6 and len(data.test) == 5 and data.train.images.shape[1] == 32
+    assert np.allclose(data.train.fov_deg, 60.0)
+    wb.close()
+    assert not os.path.exists(path)

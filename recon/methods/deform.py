@@ -13,9 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pytorch3d.loss import chamfer_distance, mesh_edge_loss, mesh_laplacian_smoothing, mesh_normal_consistency
+from pytorch3d.ops import sample_points_from_meshes
+from pytorch3d.utils import ico_sphere
 
+from ..metrics import Metric
 from ..params import knob
-from .base import ITERATIONS_HELP, MeshData, Method, Snapshot, weighted_total
+from ..render import mesh_turntable
+from ..worker import derive_seed, seeded
+from .base import ITERATIONS_HELP, MeshData, Method, Result, Snapshot
 
 
 @dataclass
@@ -66,17 +72,14 @@ class DeformConfig:
                      help="Random seed of the point sampling; the same seed and settings repeat a run.")
 
 
-#: Points per surface for the quality metric (the benchmark's Chamfer distance).
+#: Points per surface for the quality metric (the benchmark's Chamfer distance), and for its live estimate.
 EVAL_POINTS = 10_000
+LIVE_POINTS = 2_000
 
 
 def eval_points(meshes, n: int = EVAL_POINTS, seed: int = 1234) -> torch.Tensor:
     """`n` points sampled on `meshes` with a fixed seed, leaving the global RNG untouched."""
-    from pytorch3d.ops import sample_points_from_meshes
-
-    devices = [meshes.device] if meshes.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed, meshes.device):
         return sample_points_from_meshes(meshes, n)  # (1, n, 3)
 
 
@@ -85,7 +88,9 @@ class Deform(Method):
     title = "Mesh deformation (Chamfer)"
     Config = DeformConfig
     tutorial = "deform_source_mesh_to_target_mesh"
-    metrics = ("chamfer_10k",)
+    metrics = {"chamfer_10k": Metric("Chamfer (10k points)", "Chamfer", False, log_axis=True)}
+    live_note = f"{LIVE_POINTS:,} points a side"
+    fits_images = False
     explain = (
         "**What is optimised:** an offset for every vertex of an ico-sphere.\n\n"
         "**Loss terms:** *Chamfer* is the mean squared distance from points sampled on each surface to the "
@@ -112,61 +117,47 @@ class Deform(Method):
                                           sphere_level=4),
     }
 
-    def __init__(self, asset, cfg: DeformConfig, device: torch.device) -> None:
-        super().__init__(asset, cfg, device)
-        from pytorch3d.utils import ico_sphere
-
-        torch.manual_seed(cfg.seed)
-        self.target = asset.meshes(device)
+    def __init__(self, target, cfg: DeformConfig, device: torch.device) -> None:
+        super().__init__(target, cfg, device)
+        self.target_mesh = target.meshes(device)
         self.src = ico_sphere(cfg.sphere_level, device)
         # Topology never changes: compute edges and the Laplacian once; every offset mesh clones them.
         self.src.edges_packed()
         self.src.faces_packed_to_edges_packed()
         self.src.laplacian_packed()
-        self.it = 0
         self.offsets = torch.zeros_like(self.src.verts_packed(), requires_grad=True)  # (V, 3)
-        if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam([self.offsets], lr=cfg.lr)
-        else:
-            self.optimizer = torch.optim.SGD([self.offsets], lr=cfg.lr, momentum=cfg.momentum)
-        self._eval_target = None
+        self.optimizer = self.make_optimizer([self.offsets], cfg)
+        self._eval_targets: dict[int, torch.Tensor] = {}  # target points by count
 
     def current_mesh(self):
         return self.src.offset_verts(self.offsets)
 
     def step(self) -> dict[str, torch.Tensor]:
-        from pytorch3d.loss import chamfer_distance, mesh_edge_loss, mesh_laplacian_smoothing, mesh_normal_consistency
-        from pytorch3d.ops import sample_points_from_meshes
-
         cfg = self.cfg
-        progress = self.it / max(cfg.iterations - 1, 1)  # 0 at the first step, 1 at the last
+        progress = self.iteration / max(cfg.iterations - 1, 1)  # 0 at the first step, 1 at the last
         # Cosine from lr to lr * lr_decay; cfg.lr may be edited live, so it is re-read every step.
         self.set_lr(cfg.lr * (cfg.lr_decay + (1 - cfg.lr_decay) * 0.5 * (1 + math.cos(math.pi * progress))))
         points = cfg.coarse_points if progress < cfg.coarse_fraction else cfg.points
-        self.it += 1
         self.optimizer.zero_grad(set_to_none=True)
         mesh = self.current_mesh()
-        sample_trg = sample_points_from_meshes(self.target, points)  # (1, P, 3)
-        sample_src = sample_points_from_meshes(mesh, points)  # (1, P, 3)
+        with seeded(derive_seed(cfg.seed, self.iteration), self.device):  # this run's draws, whatever else runs
+            sample_trg = sample_points_from_meshes(self.target_mesh, points)  # (1, P, 3)
+            sample_src = sample_points_from_meshes(mesh, points)  # (1, P, 3)
         terms = {
             "chamfer": chamfer_distance(sample_trg, sample_src)[0],
             "edge": mesh_edge_loss(mesh),
             "normal": mesh_normal_consistency(mesh),
             "laplacian": mesh_laplacian_smoothing(mesh, method="uniform"),
         }
-        total = weighted_total(cfg, terms)
-        total.backward()
-        self.optimizer.step()
-        return {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
+        return self.finish_step(terms)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        from pytorch3d.loss import chamfer_distance
-
-        if self._eval_target is None:
-            self._eval_target = eval_points(self.target)
-        src = eval_points(self.current_mesh(), seed=4321)
-        return {"chamfer_10k": float(chamfer_distance(self._eval_target, src)[0])}
+    def evaluate(self, live: bool = False) -> dict[str, float]:
+        n = LIVE_POINTS if live else EVAL_POINTS
+        if n not in self._eval_targets:
+            self._eval_targets[n] = eval_points(self.target_mesh, n)
+        src = eval_points(self.current_mesh(), n, seed=4321)
+        return {"chamfer_10k": float(chamfer_distance(self._eval_targets[n], src)[0])}
 
     @torch.no_grad()
     def snapshot(self) -> Snapshot:
@@ -178,9 +169,12 @@ class Deform(Method):
         )
 
     @torch.no_grad()
+    def result(self) -> Result:
+        """The deformed mesh (no colours: the export takes them from the target)."""
+        return Result(mesh=self.snapshot().mesh)
+
+    @torch.no_grad()
     def turntable(self, frames: int = 36, size: int = 128) -> list[np.ndarray]:
         """The fitted mesh, plain shaded (deformation fits no colours), from cameras circling it."""
-        from ..render import mesh_turntable
-
         mesh = self.current_mesh()
         return mesh_turntable(mesh.verts_packed(), mesh.faces_packed(), None, frames=frames, size=size)

@@ -3,10 +3,12 @@
 Follows the PyTorch3D tutorial ``fit_simple_neural_radiance_field``: points along the rays are
 embedded with harmonic functions (``HarmonicEmbedding``, omega_0 0.1) and fed to an MLP with
 Softplus activations; a density head (its bias starts at -1.5, so space starts nearly empty) and a
-colour head that also sees the embedded ray direction. Training renders a random subset of rays per
-view (``MonteCarloRaysampler``) with the ``ImplicitRenderer`` and compares colours and silhouettes
-with the target pixels under the rays (Huber loss); display renders every pixel
-(``NDCMultinomialRaysampler``) in chunks under ``no_grad`` (the tutorial's ``batched_forward``).
+colour head that also sees the embedded ray direction. Training draws a random subset of rays per
+view (``MonteCarloRaysampler``), marches them through the field (``EmissionAbsorptionRaymarcher``:
+what the tutorial's ``ImplicitRenderer`` does, in two calls so that the draw can be seeded) and
+compares colours and silhouettes with the target pixels under the rays (Huber loss); display renders
+every pixel (``NDCMultinomialRaysampler``) in chunks under ``no_grad`` (the tutorial's
+``batched_forward``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pytorch3d.renderer import (
+    HarmonicEmbedding,
+    ImplicitRenderer,
+    MonteCarloRaysampler,
+    NDCMultinomialRaysampler,
+    RayBundle,
+    ray_bundle_to_ray_points,
+)
 
 from ..params import knob
-from .base import ITERATIONS_HELP
-from .volume import MAX_DEPTH, MIN_DEPTH, VolumetricMethod, huber
+from ..worker import derive_seed, seeded
+from .base import ITERATIONS_HELP, Result
+from .volumetric import MAX_DEPTH, MIN_DEPTH, VolumetricMethod, huber, sample_images_at_rays
 
 #: Side of the cube that density_grid() samples: the target lies in [-1, 1]^3 (with a margin).
 FIELD_EXTENT = 2.4
 #: Samples per network call when rendering without gradients (smaller activations, cache-friendlier).
 NET_CHUNK = 1 << 18
+#: Side of the exported density grid (the fitted images' resolution, at least).
+EXPORT_RESOLUTION = 128
 
 
 class RadianceField(torch.nn.Module):
@@ -31,8 +44,6 @@ class RadianceField(torch.nn.Module):
 
     def __init__(self, n_harmonic_functions: int = 60, n_hidden: int = 256) -> None:
         super().__init__()
-        from pytorch3d.renderer import HarmonicEmbedding
-
         self.embed = HarmonicEmbedding(n_harmonic_functions, omega_0=0.1, append_input=False)
         dim = n_harmonic_functions * 2 * 3  # sin and cos of every frequency, for x, y, z
         self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, n_hidden), torch.nn.Softplus(beta=10.0),
@@ -45,8 +56,6 @@ class RadianceField(torch.nn.Module):
 
     def forward(self, ray_bundle, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Densities (..., P, 1) in [0, 1) and colours (..., P, 3) at the points of `ray_bundle`."""
-        from pytorch3d.renderer import ray_bundle_to_ray_points
-
         points = ray_bundle_to_ray_points(ray_bundle)  # (..., P, 3)
         features = self.mlp(self.embed(points))  # (..., P, hidden)
         # Per-sample opacity, as the emission-absorption raymarcher expects.
@@ -64,8 +73,6 @@ class RadianceField(torch.nn.Module):
 
     def batched_forward(self, ray_bundle, chunk: int = NET_CHUNK, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` on at most `chunk` samples at a time (rays are independent), same result."""
-        from pytorch3d.renderer import RayBundle
-
         n_pts = ray_bundle.lengths.shape[-1]
         spatial = ray_bundle.lengths.shape[:-1]
         origins, dirs = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
@@ -77,17 +84,6 @@ class RadianceField(torch.nn.Module):
         densities = torch.cat([o[0] for o in outs]).reshape(*spatial, n_pts, 1)
         colors = torch.cat([o[1] for o in outs]).reshape(*spatial, n_pts, 3)
         return densities, colors
-
-
-def sample_images_at_rays(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
-    """Pixels of `images` (B, H, W, C) under the NDC ray locations `xys` (B, R, 2) -> (B, R, C).
-
-    PyTorch3D's NDC has +x left and +y up; grid_sample's has -1 at the left and top, hence the sign.
-    """
-    b, c = images.shape[0], images.shape[-1]
-    sampled = torch.nn.functional.grid_sample(images.permute(0, 3, 1, 2), -xys.reshape(b, -1, 1, 2),
-                                              align_corners=True)  # (B, C, R, 1)
-    return sampled.permute(0, 2, 3, 1).reshape(b, *xys.shape[1:-1], c)
 
 
 @dataclass
@@ -167,25 +163,25 @@ class Nerf(VolumetricMethod):
                                               views_per_step=4, image_size=64, num_views=40),
     }
 
-    def __init__(self, asset: Any, cfg: NerfConfig, device: torch.device) -> None:
-        super().__init__(asset, cfg, device)
-        from pytorch3d.renderer import EmissionAbsorptionRaymarcher, ImplicitRenderer, MonteCarloRaysampler
-
-        self.net = RadianceField(cfg.harmonic_functions, cfg.hidden).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        self.raymarcher = EmissionAbsorptionRaymarcher()
-        sampler = MonteCarloRaysampler(min_x=-1.0, max_x=1.0, min_y=-1.0, max_y=1.0,
-                                       n_rays_per_image=cfg.rays_per_image, n_pts_per_ray=cfg.points_per_ray,
-                                       min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
-        self.train_renderer = ImplicitRenderer(raysampler=sampler, raymarcher=self.raymarcher)
-        self._grid_renderers: dict[int, Any] = {}
+    def __init__(self, target: Any, cfg: NerfConfig, device: torch.device) -> None:
+        super().__init__(target, cfg, device)
+        with seeded(cfg.seed, device):  # torch's layer initialisers draw from the process-wide generator
+            self.net = RadianceField(cfg.harmonic_functions, cfg.hidden).to(device)
+        self.optimizer = self.make_optimizer(self.net.parameters(), cfg)
+        self.raysampler = MonteCarloRaysampler(min_x=-1.0, max_x=1.0, min_y=-1.0, max_y=1.0,
+                                               n_rays_per_image=cfg.rays_per_image, n_pts_per_ray=cfg.points_per_ray,
+                                               min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
+        self._grid_renderers: dict[int, ImplicitRenderer] = {}
 
     def step(self) -> dict[str, torch.Tensor]:
         self.update_lr()
         self.optimizer.zero_grad(set_to_none=True)
         idx = self.next_batch()
-        rgba, rays = self.train_renderer(cameras=self.views.cameras(self.device, idx=idx),
-                                         volumetric_function=self.net)  # (B, R, 4)
+        # MonteCarloRaysampler draws from torch's process-wide generator: seeded per step, so that
+        # runs on other threads cannot change which rays this one samples.
+        with seeded(derive_seed(self.cfg.seed, self.iteration), self.device):
+            rays = self.raysampler(cameras=self.views.cameras(self.device, idx=idx))
+        rgba = self.render_rays(rays)  # (B, R, 4)
         terms = {
             "color": huber(rgba[..., :3], sample_images_at_rays(self.images[idx], rays.xys)).abs().mean(),
             "silhouette": huber(rgba[..., 3:], sample_images_at_rays(self.silhouettes[idx, ..., None],
@@ -193,9 +189,7 @@ class Nerf(VolumetricMethod):
         }
         return self.finish_step(terms)
 
-    def grid_renderer(self, size: int):
-        from pytorch3d.renderer import ImplicitRenderer, NDCMultinomialRaysampler
-
+    def grid_renderer(self, size: int) -> ImplicitRenderer:
         if size not in self._grid_renderers:
             sampler = NDCMultinomialRaysampler(image_width=size, image_height=size,
                                                n_pts_per_ray=self.cfg.points_per_ray,
@@ -207,12 +201,14 @@ class Nerf(VolumetricMethod):
     def render(self, cameras, size: int, chunk: int | None = NET_CHUNK) -> torch.Tensor:
         """Every pixel from `cameras`, the network evaluated on `chunk` samples at a time (None: all at once)."""
         fn = self.net if chunk is None else (lambda ray_bundle, **kw: self.net.batched_forward(ray_bundle, chunk=chunk))
-        out = []
-        per = self.camera_chunk(size)
-        for start in range(0, len(cameras), per):
-            part = cameras[list(range(start, min(start + per, len(cameras))))]
-            out.append(self.grid_renderer(size)(cameras=part, volumetric_function=fn)[0])
-        return torch.cat(out)  # (B, size, size, 4)
+        return self.render_in_chunks(cameras, size,
+                                     lambda part: self.grid_renderer(size)(cameras=part, volumetric_function=fn)[0])
 
-    def field(self, ray_bundle) -> tuple[torch.Tensor, torch.Tensor]:
+    def field(self, ray_bundle: RayBundle) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(ray_bundle)
+
+    @torch.no_grad()
+    def result(self) -> Result:
+        """The field sampled on a grid at least as fine as the images it was fitted to (128^3 at the
+        tutorials' 128 px), for the density grid and the surface."""
+        return Result(grid=self.density_grid(max(EXPORT_RESOLUTION, self.cfg.image_size)))

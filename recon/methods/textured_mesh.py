@@ -6,7 +6,7 @@ few random training views with the soft rasteriser and Phong shading, and compar
 and silhouette (the alpha channel of the soft blend) with the target's, plus three regularisers that
 keep the mesh well shaped (edge length, normal consistency, uniform Laplacian smoothing).
 
-Where the time goes on a CPU (measured, see PERF_NOTES.md and this module's presets): almost all
+Where the time goes on a CPU (measured, see this module's presets): almost all
 of a step is the rasteriser's backward pass, which costs in proportion to the number of
 (pixel, face) fragments kept, i.e. image size squared times faces per pixel. The forward pass is
 rasterised tile by tile (:class:`recon.render.TiledMeshRasterizer`).
@@ -14,16 +14,29 @@ rasterised tile by tile (:class:`recon.render.TiledMeshRasterizer`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch3d.loss import mesh_edge_loss, mesh_laplacian_smoothing, mesh_normal_consistency
+from pytorch3d.renderer import (
+    BlendParams,
+    MeshRenderer,
+    PointLights,
+    RasterizationSettings,
+    SoftPhongShader,
+    SoftSilhouetteShader,
+    TexturesVertex,
+)
+from pytorch3d.utils import ico_sphere
 
+from ..images import to_uint8
+from ..metrics import IMAGE_METRICS, psnr, silhouette_iou
 from ..params import knob
-from ..targets import downsample
-from .base import ITERATIONS_HELP, MeshData, Method, Snapshot, weighted_total
+from ..render import TARGET_LIGHT, TiledMeshRasterizer, blur_radius, mesh_turntable
+from ..targets import ViewSettings, downsample, views_for
+from .base import ITERATIONS_HELP, MeshData, Method, Result, Snapshot
 
 
 @dataclass
@@ -88,8 +101,8 @@ class TexturedMeshConfig:
                      help="Random seed of the views drawn each step; the same seed and settings repeat a run.")
 
 
-#: Tutorial lighting: one point light in front of the object, as in the target renders.
-LIGHT_LOCATION = ((0.0, 0.0, -3.0),)
+#: Held-out views the live estimate renders (of the 5), at the full evaluation size.
+LIVE_VIEWS = (0, 2)
 
 
 class TexturedMesh(Method):
@@ -97,8 +110,10 @@ class TexturedMesh(Method):
     title = "Textured mesh (differentiable rendering)"
     Config = TexturedMeshConfig
     tutorial = "fit_textured_mesh"
-    metrics = ("psnr", "iou")
+    metrics = IMAGE_METRICS
+    live_note = f"{len(LIVE_VIEWS)} of the held-out views"
     shows_images = True
+    sweep = "mesh"  # fit_textured_mesh's cameras (white background)
     device_presets = {"cpu": "Quick", "cuda": "Tutorial"}
     explain = (
         "**What is optimised:** an offset and an RGB colour for every vertex of an ico-sphere.\n\n"
@@ -144,33 +159,22 @@ class TexturedMesh(Method):
                                           silhouette_only=False),
     }
 
-    def __init__(self, asset, cfg: TexturedMeshConfig, device: torch.device) -> None:
-        super().__init__(asset, cfg, device)
-        from pytorch3d.utils import ico_sphere
-
-        from ..targets import ViewSettings, render_views
-
+    def __init__(self, target, cfg: TexturedMeshConfig, device: torch.device) -> None:
+        super().__init__(target, cfg, device)
         # Target silhouettes always use the tutorial's sigma and faces per pixel: they are the ground
         # truth, whatever the fitting renderer's settings.
-        self.views = render_views(asset, ViewSettings(num_views=cfg.num_views, image_size=cfg.image_size), device)
+        self.views = views_for(target, ViewSettings(num_views=cfg.num_views, image_size=cfg.image_size,
+                                                    sweep=self.sweep), device)
         self.src = ico_sphere(cfg.sphere_level, device)
         verts = self.src.verts_packed()
         self.offsets = torch.zeros_like(verts, requires_grad=True)  # (V, 3)
         self.colors = torch.full_like(verts, 0.5, requires_grad=not cfg.silhouette_only)  # (V, 3) RGB
-        params = [self.offsets] + ([] if cfg.silhouette_only else [self.colors])
-        if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.iteration = 0
+        self.optimizer = self.make_optimizer([self.offsets] + ([] if cfg.silhouette_only else [self.colors]), cfg)
         self._shown = 0
         self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- rendering --------------------------------------------------------------------------
     def current_mesh(self):
-        from pytorch3d.renderer import TexturesVertex
-
         mesh = self.src.offset_verts(self.offsets)
         mesh.textures = TexturesVertex(verts_features=self.colors[None])
         return mesh
@@ -191,26 +195,15 @@ class TexturedMesh(Method):
 
     def _render(self, mesh, idx: torch.Tensor, size: int, soft: bool = True, heldout: bool = False) -> torch.Tensor:
         """RGBA renders (B, S, S, 4) of `mesh` from training views `idx` (or held-out ones)."""
-        from pytorch3d.renderer import (
-            BlendParams,
-            MeshRenderer,
-            PointLights,
-            RasterizationSettings,
-            SoftPhongShader,
-            SoftSilhouetteShader,
-        )
-
-        from ..render import TiledMeshRasterizer
-
         cfg = self.cfg
         cams = self.views.cameras(self.device, idx, heldout=heldout)
         if soft:
-            raster = RasterizationSettings(image_size=size, blur_radius=math.log(1.0 / 1e-4 - 1.0) * cfg.sigma,
+            raster = RasterizationSettings(image_size=size, blur_radius=blur_radius(cfg.sigma),
                                            faces_per_pixel=cfg.faces_per_pixel, perspective_correct=False)
         else:  # evaluation: hard edges, one face per pixel, like the target RGB images
             raster = RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1)
-        lights = PointLights(device=self.device, location=LIGHT_LOCATION)
-        blend = BlendParams(sigma=cfg.sigma, gamma=1e-4, background_color=self.views.settings.background)
+        lights = PointLights(device=self.device, location=TARGET_LIGHT)
+        blend = BlendParams(sigma=cfg.sigma, gamma=1e-4, background_color=self.views.background)
         if cfg.silhouette_only and soft:
             shader = SoftSilhouetteShader(blend_params=blend)
         else:
@@ -220,8 +213,6 @@ class TexturedMesh(Method):
 
     # --- the loop -------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
-        from pytorch3d.loss import mesh_edge_loss, mesh_laplacian_smoothing, mesh_normal_consistency
-
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         size = self._size()
@@ -236,28 +227,36 @@ class TexturedMesh(Method):
         terms["edge"] = mesh_edge_loss(mesh)
         terms["normal"] = mesh_normal_consistency(mesh)
         terms["laplacian"] = mesh_laplacian_smoothing(mesh, method="uniform")
-        total = weighted_total(cfg, terms)
-        total.backward()
-        self.optimizer.step()
-        self.iteration += 1
-        return {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
+        return self.finish_step(terms)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Held-out PSNR and silhouette IoU from one hard-rasterised pass (no blur, one face per pixel)."""
-        from ..targets import psnr, silhouette_iou
-
+    def evaluate(self, live: bool = False) -> dict[str, float]:
+        """Held-out PSNR and silhouette IoU from one hard-rasterised pass (no blur, one face per pixel);
+        the live estimate renders a subset of the held-out views."""
         v = self.views
-        out = self._render(self.current_mesh(), None, v.heldout_images.shape[1], soft=False, heldout=True).cpu()
-        metrics = {"iou": silhouette_iou(out[..., 3], v.heldout_silhouettes)}
+        idx = list(LIVE_VIEWS) if live else None
+        out = self._render(self.current_mesh(), idx, v.heldout_images.shape[1], soft=False, heldout=True).cpu()
+        images, sils = (v.heldout_images[idx], v.heldout_silhouettes[idx]) if live else (v.heldout_images,
+                                                                                          v.heldout_silhouettes)
+        metrics = {"iou": silhouette_iou(out[..., 3], sils)}
         if not self.cfg.silhouette_only:
-            metrics = {"psnr": psnr(out[..., :3], v.heldout_images), **metrics}
+            metrics = {"psnr": psnr(out[..., :3], images), **metrics}
         return metrics
 
     @torch.no_grad()
-    def snapshot(self) -> Snapshot:
-        from ..vis import to_uint8
+    def result(self) -> Result:
+        """The fitted mesh with its vertex colours."""
+        return Result(mesh=self.snapshot_mesh())
 
+    def snapshot_mesh(self) -> MeshData:
+        mesh = self.current_mesh()
+        return MeshData(verts=mesh.verts_packed().float().cpu().numpy(),
+                        faces=mesh.faces_packed().cpu().numpy().astype(np.int64),
+                        colors=None if self.cfg.silhouette_only
+                        else self.colors.detach().clamp(0, 1).float().cpu().numpy())
+
+    @torch.no_grad()
+    def snapshot(self) -> Snapshot:
         # The shown training view walks round the cameras, one step per snapshot.
         view = self._shown % self.views.num_views
         self._shown += 1
@@ -272,18 +271,10 @@ class TexturedMesh(Method):
             "target_silhouette": to_uint8(v.silhouettes[view].numpy()),
             "silhouette": to_uint8(out[..., 3].numpy()),
         }
-        return Snapshot(
-            iteration=self.iteration, view=view, images=images,
-            mesh=MeshData(verts=mesh.verts_packed().float().cpu().numpy(),
-                          faces=mesh.faces_packed().cpu().numpy().astype(np.int64),
-                          colors=None if self.cfg.silhouette_only
-                          else self.colors.detach().clamp(0, 1).float().cpu().numpy()),
-        )
+        return Snapshot(iteration=self.iteration, view=view, images=images, mesh=self.snapshot_mesh())
 
     @torch.no_grad()
     def turntable(self, frames: int = 36, size: int = 128) -> list[np.ndarray]:
-        from ..render import mesh_turntable
-
         mesh = self.current_mesh()
         colors = None if self.cfg.silhouette_only else self.colors.detach()
         return mesh_turntable(mesh.verts_packed(), mesh.faces_packed(), colors, frames=frames, size=size)

@@ -6,8 +6,7 @@ Follows the PyTorch3D tutorial ``fit_textured_volume``: a ``Volumes`` grid holds
 composites the samples with the ``EmissionAbsorptionRaymarcher``. Each step renders a few of the
 target views and compares colours and silhouettes with a Huber loss.
 
-The shared machinery of the two volumetric methods (targets, held-out evaluation, snapshots,
-turntables and density grids) lives in :class:`VolumetricMethod`, which ``nerf.py`` builds on too.
+Targets, evaluation, snapshots and turntables come from :class:`~recon.methods.volumetric.VolumetricMethod`.
 """
 
 from __future__ import annotations
@@ -15,173 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
+from pytorch3d.renderer import NDCMultinomialRaysampler, VolumeRenderer, VolumeSampler
+from pytorch3d.structures import Volumes
 
 from ..params import knob
-from ..targets import ViewSettings, downsample, psnr, render_views, silhouette_iou
-from .base import ITERATIONS_HELP, Method, PointData, Snapshot, weighted_total
-
-#: Camera distance of the training, held-out and turntable cameras (``generate_cow_renders``).
-CAMERA_DIST = 2.7
-#: Side of the cube (world units) that the voxel grid covers, centred on the origin.
-VOLUME_EXTENT = 3.0
-#: Near and far depth of every ray, as in both tutorials (the far plane is the volume extent).
-MIN_DEPTH, MAX_DEPTH = 0.1, 3.0
-#: Most ray samples evaluated at once when rendering without gradients (bounds the memory).
-CHUNK_SAMPLES = 1 << 20
-#: Resolution of the voxel density grid behind the live point cloud, and the cap on its points.
-DISPLAY_RESOLUTION = 48
-MAX_POINTS = 20_000
-
-
-def huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
-    """The tutorials' pseudo-Huber loss, elementwise: quadratic below `scaling`, linear above."""
-    diff_sq = (x - y) ** 2
-    return ((1 + diff_sq / scaling**2).clamp(1e-4).sqrt() - 1) * scaling
-
-
-def grid_points(resolution: int, extent: float, device: torch.device | str) -> torch.Tensor:
-    """Cell centres of a resolution^3 grid over the cube of side `extent`; index [i, j, k] is (x_i, y_j, z_k)."""
-    c = (torch.arange(resolution, device=device, dtype=torch.float32) + 0.5) / resolution * extent - extent / 2
-    return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)  # (D, D, D, 3)
-
-
-def turntable_cameras(frames: int, device: torch.device | str):
-    """Cameras circling the object at the training distance and elevation (as ``generate_rotating_volume``)."""
-    from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
-
-    azim = torch.linspace(-180.0, 180.0, frames + 1)[:-1] + 180.0
-    R, T = look_at_view_transform(dist=CAMERA_DIST, elev=torch.zeros(frames), azim=azim)
-    return FoVPerspectiveCameras(device=device, R=R.to(device), T=T.to(device))
-
-
-class VolumetricMethod(Method):
-    """What the voxel and NeRF methods share: multi-view targets, evaluation and the result views.
-
-    Subclasses implement :meth:`step`, :meth:`render` (cameras -> (B, H, W, 4) RGBA without
-    gradients, in chunks) and :meth:`field` (a RayBundle -> densities (..., 1), colours (..., 3)).
-    Their configs have ``image_size``, ``num_views``, ``points_per_ray``, ``views_per_step``,
-    ``iterations``, ``lr`` and ``display_threshold``.
-    """
-
-    shows_images = True
-    metrics = ("psnr", "iou")
-    device_presets = {"cpu": "Quick", "cuda": "Tutorial"}
-    grid_extent: float = VOLUME_EXTENT  # side of the cube that density_grid() covers
-    display_resolution: int = DISPLAY_RESOLUTION  # density grid behind the live point cloud
-
-    def __init__(self, asset: Any, cfg: Any, device: torch.device) -> None:
-        super().__init__(asset, cfg, device)
-        torch.manual_seed(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # which views each step uses
-        self.views = render_views(asset, ViewSettings(num_views=cfg.num_views, image_size=cfg.image_size, sweep="ring"),
-                                  device)
-        self.images = self.views.images.to(device)  # (N, H, W, 3)
-        self.silhouettes = self.views.silhouettes.to(device)  # (N, H, W)
-        self.iteration = 0
-        self._shown = 0  # the training view the next snapshot shows (cycles)
-
-    # --- the loop helpers ---------------------------------------------------------------------
-    def next_batch(self) -> torch.Tensor:
-        """Indices of the training views of this step."""
-        n = self.views.num_views
-        return torch.randperm(n, generator=self.gen)[: min(self.cfg.views_per_step, n)]
-
-    def update_lr(self) -> None:
-        """The tutorials' schedule: the (live) learning rate divided by 10 for the last quarter."""
-        decay = 0.1 if self.iteration >= round(0.75 * self.cfg.iterations) else 1.0
-        self.set_lr(self.cfg.lr * decay)
-
-    def finish_step(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Weighted total, backward, optimiser step; the unweighted terms and total, detached."""
-        total = weighted_total(self.cfg, terms)
-        total.backward()
-        self.optimizer.step()
-        self.iteration += 1
-        return {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
-
-    # --- what subclasses provide ----------------------------------------------------------------
-    def render(self, cameras, size: int) -> torch.Tensor:
-        """(B, size, size, 4) RGBA renders from `cameras`, without gradients, in chunks."""
-        raise NotImplementedError
-
-    def field(self, ray_bundle) -> tuple[torch.Tensor, torch.Tensor]:
-        """Densities (..., P, 1) and colours (..., P, 3) at the points of `ray_bundle`."""
-        raise NotImplementedError
-
-    def camera_chunk(self, size: int) -> int:
-        """How many cameras one display render takes at once."""
-        return max(1, CHUNK_SAMPLES // (size * size * self.cfg.points_per_ray))
-
-    # --- evaluation and views -------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        cams = self.views.cameras(self.device, heldout=True)
-        rgba = self.render(cams, self.views.settings.eval_size).cpu()  # the fixed evaluation size
-        return {"psnr": psnr(rgba[..., :3], self.views.heldout_images),
-                "iou": silhouette_iou(rgba[..., 3], self.views.heldout_silhouettes)}
-
-    @torch.no_grad()
-    def sample_field(self, xyz: torch.Tensor, chunk: int = CHUNK_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
-        """Densities (N,) and colours (N, 3) at world points `xyz` (N, 3), each seen from outside.
-
-        The points go in as rays of length zero, so the methods' own ray-bundle code samples them;
-        the view direction points at the origin, as a camera on a sphere around the object sees them.
-        """
-        from pytorch3d.renderer import RayBundle
-
-        dens, cols = [], []
-        for part in torch.split(xyz.to(self.device), chunk):
-            dirs = -torch.nn.functional.normalize(part, dim=-1, eps=1e-6)
-            bundle = RayBundle(origins=part[None], directions=dirs[None], lengths=part.new_zeros(1, len(part), 1),
-                               xys=part.new_zeros(1, len(part), 2))
-            d, c = self.field(bundle)  # (1, n, 1, 1), (1, n, 1, 3)
-            dens.append(d.reshape(-1))
-            cols.append(c.reshape(-1, 3))
-        return torch.cat(dens), torch.cat(cols)
-
-    def density_grid(self, resolution: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
-        """(densities (D, D, D), colours (D, D, D, 3), extent): index [i, j, k] is the cell centre
-        (x_i, y_j, z_k), x_i = (i + 0.5) / D * extent - extent / 2; densities in [0, 1]."""
-        pts = grid_points(resolution, self.grid_extent, self.device).reshape(-1, 3)
-        dens, cols = self.sample_field(pts)
-        shape = (resolution,) * 3
-        return (dens.reshape(shape).float().cpu().numpy(), cols.reshape(*shape, 3).float().cpu().numpy(),
-                float(self.grid_extent))
-
-    def points(self) -> PointData:
-        """Cells of a coarse density grid above the display threshold, with their colours (capped)."""
-        dens, cols, extent = self.density_grid(self.display_resolution)
-        keep = dens > self.cfg.display_threshold
-        xyz = grid_points(self.display_resolution, extent, "cpu").numpy()[keep]
-        colors = cols[keep]
-        if len(xyz) > MAX_POINTS:  # keep the densest cells
-            order = np.argsort(-dens[keep])[:MAX_POINTS]
-            xyz, colors = xyz[order], colors[order]
-        return PointData(xyz=xyz.astype(np.float32), colors=np.clip(colors, 0, 1).astype(np.float32))
-
-    @torch.no_grad()
-    def snapshot(self) -> Snapshot:
-        from ..vis import to_uint8
-
-        view = self._shown % self.views.num_views
-        self._shown += 1
-        rgba = self.render(self.views.cameras(self.device, idx=[view]), self.cfg.image_size)[0].cpu().numpy()
-        images = {"target": to_uint8(self.views.images[view].numpy()), "render": to_uint8(rgba[..., :3]),
-                  "target_silhouette": to_uint8(self.views.silhouettes[view].numpy()),
-                  "silhouette": to_uint8(rgba[..., 3])}
-        return Snapshot(iteration=self.iteration, points=self.points(), images=images, view=view)
-
-    @torch.no_grad()
-    def turntable(self, frames: int = 36, size: int = 128) -> list[np.ndarray]:
-        from ..vis import to_uint8
-
-        rgba = self.render(turntable_cameras(frames, self.device), size).cpu().numpy()
-        return [to_uint8(im[..., :3]) for im in rgba]
-
-
-# --- the voxel method ------------------------------------------------------------------------
+from ..targets import downsample
+from .base import ITERATIONS_HELP, Result
+from .volumetric import MAX_DEPTH, MIN_DEPTH, VOLUME_EXTENT, VolumetricMethod, huber
 
 
 @dataclass
@@ -267,31 +107,24 @@ class Volume(VolumetricMethod):
                                                  image_size=64, views_per_step=4, num_views=40),
     }
 
-    def __init__(self, asset: Any, cfg: VolumeConfig, device: torch.device) -> None:
-        super().__init__(asset, cfg, device)
-        from pytorch3d.renderer import EmissionAbsorptionRaymarcher
-
+    def __init__(self, target: Any, cfg: VolumeConfig, device: torch.device) -> None:
+        super().__init__(target, cfg, device)
         size = cfg.coarse_grid if 0 < cfg.coarse_grid < cfg.grid_size else cfg.grid_size
         self.log_densities = torch.full((1, size, size, size), -4.0, device=device, requires_grad=True)
         self.log_colors = torch.zeros((3, size, size, size), device=device, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.log_densities, self.log_colors], lr=cfg.lr)
-        self.raymarcher = EmissionAbsorptionRaymarcher()
+        self.optimizer = self.make_optimizer([self.log_densities, self.log_colors], cfg)
         self._renderers: dict[tuple[int, int], Any] = {}
         self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training targets by image size
 
-    def volumes(self, batch: int):
+    def volumes(self, batch: int) -> Volumes:
         """The grid as a batch of `batch` identical ``Volumes`` (sigmoid of the parameters)."""
-        from pytorch3d.structures import Volumes
-
         densities = torch.sigmoid(self.log_densities)  # (1, D, D, D)
         colors = torch.sigmoid(self.log_colors)  # (3, D, D, D)
         return Volumes(densities=densities[None].expand(batch, *densities.shape),
                        features=colors[None].expand(batch, *colors.shape),
                        voxel_size=VOLUME_EXTENT / densities.shape[-1])
 
-    def renderer(self, size: int):
-        from pytorch3d.renderer import NDCMultinomialRaysampler, VolumeRenderer
-
+    def renderer(self, size: int) -> VolumeRenderer:
         key = (size, self.cfg.points_per_ray)
         if key not in self._renderers:
             raysampler = NDCMultinomialRaysampler(image_width=size, image_height=size, n_pts_per_ray=key[1],
@@ -312,7 +145,7 @@ class Volume(VolumetricMethod):
             up = [torch.nn.functional.interpolate(p[None], size=size, mode="trilinear", align_corners=False)[0]
                   for p in (self.log_densities, self.log_colors)]
         self.log_densities, self.log_colors = (u.requires_grad_(True) for u in up)
-        self.optimizer = torch.optim.Adam([self.log_densities, self.log_colors], lr=cfg.lr)
+        self.optimizer = self.make_optimizer([self.log_densities, self.log_colors], cfg)
 
     def coarse_phase(self) -> bool:
         """Before the upsampling point: the coarse grid and coarse images (where set) are in use."""
@@ -346,15 +179,20 @@ class Volume(VolumetricMethod):
         return self.finish_step(terms)
 
     @torch.no_grad()
-    def render(self, cameras, size: int, chunk: int | None = None) -> torch.Tensor:
-        chunk = chunk or self.camera_chunk(size)
-        out = []
-        for start in range(0, len(cameras), chunk):
-            part = cameras[list(range(start, min(start + chunk, len(cameras))))]
-            out.append(self.renderer(size)(cameras=part, volumes=self.volumes(len(part)))[0])
-        return torch.cat(out)  # (B, size, size, 4)
+    def render(self, cameras, size: int) -> torch.Tensor:
+        return self.render_in_chunks(cameras, size,
+                                     lambda part: self.renderer(size)(cameras=part, volumes=self.volumes(len(part)))[0])
 
     def field(self, ray_bundle) -> tuple[torch.Tensor, torch.Tensor]:
-        from pytorch3d.renderer import VolumeSampler
-
         return VolumeSampler(self.volumes(ray_bundle.origins.shape[0]))(ray_bundle)
+
+    @torch.no_grad()
+    def result(self) -> Result:
+        """The fitted grid itself, at the resolution it was fitted at (voxel values, no resampling).
+
+        PyTorch3D's ``Volumes`` index their cells [z, y, x]; the exported grid is [x, y, z] (see
+        :meth:`density_grid`), with the same cell centres: voxel size extent / D, centred on the origin.
+        """
+        dens = torch.sigmoid(self.log_densities)[0].permute(2, 1, 0)  # (X, Y, Z)
+        cols = torch.sigmoid(self.log_colors).permute(3, 2, 1, 0)  # (X, Y, Z, 3)
+        return Result(grid=(dens.float().cpu().numpy(), cols.float().cpu().numpy(), VOLUME_EXTENT))
