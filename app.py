@@ -19,15 +19,15 @@ from starlette.middleware import Middleware
 
 import page
 from recon import vis
-from recon.assets import MAX_FACES, MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS
+from recon.assets import MAX_FACES
 from recon.datasets import MAX_ZIP_BYTES
 from recon.gate import PageOnly
 from recon.history import HEADERS as HISTORY_HEADERS
-from recon.methods import get_method
+from recon.methods import device_preset, get_method, preset_values
 from recon.params import Knob
 from recon.server import Server
 from recon.targets import TargetChoice
-from recon.workbench import device_preset, preset_values
+from recon.uploads import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS
 
 LIVE_MARK = "⚡ live · "
 METHOD_NAMES, KNOBS = page.METHOD_NAMES, page.KNOBS

@@ -10,11 +10,11 @@ import numpy as np
 
 from recon import api
 from recon.history import HEADERS
-from recon.methods import METHODS, get_method
+from recon.methods import METHODS, device_preset, get_method, preset_values
 from recon.params import grouped, knobs, validate
 from recon.server import Server
 from recon.targets import TargetChoice, views_for_config
-from recon.workbench import Loaded, Update, Workbench, device_preset, preset_values
+from recon.workbench import Loaded, Update, Workbench
 
 METHOD_NAMES = list(METHODS)
 #: Every method's knobs as the page shows them (group by group); the components follow this order.

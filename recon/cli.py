@@ -111,9 +111,10 @@ def parse_set(items: Sequence[str], cfg_cls: type) -> dict[str, str]:
 
 def _resolve_target(spec: str, center: Sequence[float] | None = None, scale: float | None = None):
     """(target, name, source) for a built-in name, a mesh file, or a dataset folder or zip."""
-    from .assets import AssetError, load_upload
+    from .assets import AssetError
     from .datasets import DatasetError, read_dataset
     from .targets import TargetChoice
+    from .uploads import load_upload
 
     try:
         if TargetChoice.is_builtin(spec):
@@ -204,12 +205,12 @@ def _progress(run, quiet: bool) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .assets import safe_name
     from .budget import Limits
     from .cost import advice
     from .device import describe, pick_device
     from .server import run_limits
     from .targets import adapt_settings
+    from .text import safe_name
 
     try:
         device = pick_device(args.device)

@@ -140,12 +140,14 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
             'step': {
                 'const': 0,
                 'ray samples per step': 1.67e-07,
+                'ray samples x grid side': 0,
                 'grid voxels': 1.062e-08,
                 'grid voxels x views per step': 1.809e-08},
             'evaluate': {
-                'const': 0.292,
-                'evaluation samples': 4.892e-08,
-                'grid voxels': 2.832e-08}}},
+                'const': 0.3014,
+                'evaluation samples': 3.331e-08,
+                'evaluation samples x grid side': 2.219e-10,
+                'grid voxels': 2.355e-08}}},
     'nerf': {
         'memory': {
             'setup': {
@@ -310,14 +312,18 @@ def _volume(cfg: Any, full: bool = True) -> Workload:
     target = _target_setup(cfg)
 
     def step(grid: int, size: int) -> dict[str, float]:
+        samples = b * size * size * p
+        # a sample's trilinear lookups (and their gradients) miss the caches more on a bigger grid
         return {"target pixels": target["target pixels"], "grid voxels": grid ** 3,
-                "grid voxels x views per step": b * grid ** 3, "ray samples per step": b * size * size * p}
+                "grid voxels x views per step": b * grid ** 3, "ray samples per step": samples,
+                "ray samples x grid side": samples * grid}
 
     eval_cams = min(HELDOUT_VIEWS, max(1, CHUNK_SAMPLES // (EVAL_SIZE ** 2 * p)))
     at_once = max(eval_cams * EVAL_SIZE ** 2 * p * full, s * s * p, (LIVE_RAYS // HELDOUT_VIEWS) * HELDOUT_VIEWS * p)
     evaluate = {"target pixels": target["target pixels"], "grid voxels": d ** 3,
                 "samples rendered at once (no grad)": at_once,
-                "evaluation samples": HELDOUT_VIEWS * EVAL_SIZE ** 2 * p}
+                "evaluation samples": HELDOUT_VIEWS * EVAL_SIZE ** 2 * p,
+                "evaluation samples x grid side": HELDOUT_VIEWS * EVAL_SIZE ** 2 * p * d}
     steps = [(coarse, step(dc, sc)), (it - coarse, step(d, s))] if coarse else [(it, step(d, s))]
     return Workload({**target, "grid voxels": dc ** 3}, steps, evaluate)
 
@@ -799,6 +805,8 @@ CALIBRATION: list[dict[str, Any]] = [
           **_V),
     _spec("volume", "volume D96 S96 B2 P192", False, grid_size=96, image_size=96, views_per_step=2, points_per_ray=192, **_V),
     _spec("volume", "volume D256 S32 B2 P16", False, grid_size=256, image_size=32, views_per_step=2, points_per_ray=16, **_V),
+    _spec("volume", "volume D192 S48 B2 P256", False, grid_size=192, image_size=48, views_per_step=2,
+          points_per_ray=256, **_V),
     _spec("volume", "volume D64 S32 B4 P512", False, grid_size=64, image_size=32, views_per_step=4, points_per_ray=512, **_V),
     _spec("volume", "volume N40 S128 (setup)", True, grid_size=32, image_size=128, views_per_step=1, points_per_ray=16,
           num_views=40),
@@ -873,8 +881,9 @@ MEMORY_DRIVERS: dict[str, dict[str, list[str]]] = {
                "evaluate": ["sphere vertices"]},
 }
 SECONDS_DRIVERS: dict[str, dict[str, list[str]]] = {
-    "volume": {"setup": _SETUP_SECONDS, "step": ["ray samples per step", "grid voxels", "grid voxels x views per step"],
-               "evaluate": ["evaluation samples", "grid voxels"]},
+    "volume": {"setup": _SETUP_SECONDS,
+               "step": ["ray samples per step", "ray samples x grid side", "grid voxels", "grid voxels x views per step"],
+               "evaluate": ["evaluation samples", "evaluation samples x grid side", "grid voxels"]},
     "nerf": {"setup": _SETUP_SECONDS,
              "step": ["ray samples per step", "embedding values per step", "network multiply-adds per step"],
              "evaluate": ["evaluation samples", "evaluation multiply-adds"]},

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .assets import display_name, safe_name
+from .text import display_name, safe_name
 
 #: Largest zip accepted (the page's upload limit for datasets).
 MAX_ZIP_BYTES = 64 * 2**20

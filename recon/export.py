@@ -21,7 +21,7 @@ from pytorch3d.ops.marching_cubes import marching_cubes
 from pytorch3d.renderer import TexturesVertex, look_at_view_transform
 from pytorch3d.structures import Meshes
 
-from .assets import colour_ramp, safe_name
+from .assets import colour_ramp
 from .config import config_dict, plain, write_config
 from .images import square
 from .methods.base import MeshData, Result, Snapshot
@@ -29,6 +29,7 @@ from .params import to_values
 from .render import CAMERA_DIST, phong_frames
 from .render import mesh_turntable as render_turntable
 from .splatting import write_splat_ply
+from .text import safe_name
 
 #: Camera of the turntable and the timelapse frames.
 CAMERA_ELEV = 15.0

@@ -28,10 +28,11 @@ import torch
 from pytorch3d.ops import sample_points_from_meshes
 from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
-from .assets import ASSET_DIR, BUILTINS, AssetError, MeshAsset, display_name, load_builtin, load_upload
+from .assets import ASSET_DIR, BUILTINS, AssetError, MeshAsset, load_builtin
 from .datasets import Dataset, composite, read_dataset, write_dataset
 from .render import CAMERA_DIST, render_target
-from .text import md_escape
+from .text import display_name, md_escape
+from .uploads import load_upload
 from .worker import checkpoint, current, seeded, watching
 
 

@@ -4,6 +4,8 @@ escaping of user text (file names, messages) before it goes into Markdown."""
 from __future__ import annotations
 
 import re
+import unicodedata
+from pathlib import Path
 from typing import Any
 
 from .metrics import LIVE, Metric
@@ -71,3 +73,23 @@ def status_text(view: Any, metrics: dict[str, Metric], device: str, capacity: in
     if view.message:
         lines.append(view.message)
     return "\n".join(lines)
+
+
+def display_name(filename: str, limit: int = 60) -> str:
+    """The uploaded file's name as messages show it: no directories, no control characters, at most
+    `limit` characters (the extension kept); never empty."""
+    name = unicodedata.normalize("NFC", str(filename)).replace("\\", "/").rsplit("/", 1)[-1]
+    name = " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name).split())
+    if len(name) > limit:
+        ext = Path(name).suffix if len(Path(name).suffix) <= 8 else ""
+        name = name[: limit - 1 - len(ext)] + "…" + ext
+    return name or "(unnamed file)"
+
+
+def safe_name(filename: str) -> str:
+    """A display/file-name-safe stem: no path, only letters, digits, '-', '_'; never empty."""
+    stem = Path(str(filename).replace("\\", "/")).name
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()  # "tëapot" -> "teapot"
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:48]
+    return stem or "upload"

@@ -9,8 +9,6 @@ components. A run is read through :meth:`recon.runner.Run.poll` and nothing else
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,24 +18,23 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import vis
-from .assets import AssetError, MeshAsset, safe_name
+from .assets import AssetError, MeshAsset
 from .config import ConfigError, load_config
+from .cost import advice
 from .datasets import Dataset, DatasetError
-from .export import export_core, export_extras
+from .downloads import Downloads
 from .history import RunHistory, record_run
 from .images import views_grid
-from .methods import get_method
+from .methods import get_method, preset_values
 from .params import knobs, to_values, validate
 from .runner import Cursor, Run, RunView
 from .server import Server
 from .targets import TargetChoice, adapt_settings, target_points, views_for_config, write_views
-from .text import edit_note, fmt_seconds, md_escape, status_text
+from .text import edit_note, fmt_seconds, md_escape, safe_name, status_text
 
 #: Seconds between page updates while a run streams (status, charts), and between 3D-view updates.
 REFRESH_S = 0.5
 SCENE_REFRESH_S = 2.0
-#: Bytes of downloads a session may hold; each new export replaces the last.
-EXPORT_QUOTA = 200 * 2**20
 
 
 @dataclass(frozen=True)
@@ -91,8 +88,9 @@ class Workbench:
         self.history = RunHistory()
         self.overlays: list[str] = []
         self._watch: _Watch | None = None
+        self._ending: list[_Watch] = []  # closed runs whose workers are still ending, to record once they have
         self._lock = threading.RLock()
-        self._folder: str | None = None
+        self.downloads = Downloads(self._lock)
         self._closed = False
         self.last_active = time.monotonic()
         server.sessions.add(self)
@@ -154,8 +152,6 @@ class Workbench:
         return "⚠️ " + md_escape(self.refusal(cls, cfg, est))
 
     def refusal(self, cls: Any, cfg: Any, est: Any) -> str:
-        from .cost import advice
-
         lim = self.server.limits
         return advice(cls.name, cfg, self.server.device, lim.memory_bytes, lim.seconds)
 
@@ -180,16 +176,20 @@ class Workbench:
         return self.tick(wait=False)
 
     def _end_run(self) -> None:
-        """Close the current run (its worker stops and frees its model) and keep it in the history."""
+        """Close the current run (its worker stops and frees its model); it joins the history once ended."""
         if self._watch is not None:
             self._watch.run.close()
-            self._record(self._watch)
+            self._ending.append(self._watch)
+        self._record()
 
-    def _record(self, watch: _Watch) -> None:
-        run = watch.run
-        if run.wait_settled(0) and not self.history.recorded(run.ticket) and run.poll().iteration:
-            self.history.add(record_run(run, self.history.next_number(), watch.target_name, watch.target_source),
-                             key=run.ticket)
+    def _record(self) -> None:
+        """Keep every run of this session that has ended in its history (each once)."""
+        for w in [*self._ending, *([self._watch] if self._watch else [])]:
+            run = w.run
+            if run.wait_settled(0) and not self.history.recorded(run.ticket) and run.poll().iteration:
+                self.history.add(record_run(run, self.history.next_number(), w.target_name, w.target_source),
+                                 key=run.ticket)
+        self._ending = [w for w in self._ending if not w.run.wait_settled(0)]
 
     # --- watching ---------------------------------------------------------------------------
     def tick(self, wait: bool = True) -> Update:
@@ -219,8 +219,7 @@ class Workbench:
             w.scene_seq, w.scene_at = view.snapshot_seq, now
             w.run.request_snapshot()
         done = view.finished and not view.scoring
-        if done:
-            self._record(w) if view.settled else None
+        self._record()
         return Update(status=self._status(w, view), loss=self.loss_figure(), scene=scene, views=views,
                       metrics=vis.metrics_figure(w.metrics, w.run.method_cls.metrics, w.run.method_cls.live_note)
                       if view.metrics or done or not w.metrics else None,
@@ -338,40 +337,14 @@ class Workbench:
         return Loaded(loaded.method, values, target, msg + "".join(f"\n\nNote: {md_escape(n)}" for n in notes))
 
     # --- files ------------------------------------------------------------------------------
-    def folder(self) -> Path:
-        with self._lock:
-            if self._folder is None:
-                self._folder = tempfile.mkdtemp(prefix="recon-session-")
-            return Path(self._folder)
-
     def export(self, threshold: float | None = None, extras: bool = False) -> tuple[dict[str, Path], list[str]]:
-        """Write the finished run's core files into this session's folder, replacing the previous export,
-        or with `extras` add its videos (within the session's quota); returns (kind -> path, notes)."""
+        """The finished run's core files (replacing the previous export), or with `extras` its videos;
+        returns (kind -> path, notes)."""
         w = self._watch
-        notes: list[str] = []
         if w is None or not w.run.wait_settled(0):
-            return {}, notes
-        with self._lock:
-            out = self.folder() / f"run{w.run.ticket}"
-            try:
-                if extras:
-                    cpu = w.run.device.type == "cpu"  # a NeRF turntable costs minutes at full size on a CPU
-                    files = export_extras(w.run, out, w.target_name, frames=24 if cpu else 36,
-                                          size=96 if cpu else 128, notes=notes)
-                    if _size(self.folder()) > EXPORT_QUOTA:
-                        for p in files.values():
-                            p.unlink(missing_ok=True)
-                        files = {}
-                        notes.append("The videos were left out: they would exceed this session's download quota.")
-                else:
-                    for old in self.folder().iterdir():  # only the latest run's files are kept
-                        shutil.rmtree(old, ignore_errors=True)
-                    files = export_core(w.run, out, w.target_name, w.target_source,
-                                        threshold=threshold if threshold and threshold > 0 else None, notes=notes)
-            except Exception as exc:  # an export problem must not take the page down
-                notes.append(f"Export failed ({type(exc).__name__}: {exc})")
-                files = {}
-        return files, notes
+            return {}, []
+        return self.downloads.export(w.run, w.target_name, w.target_source,
+                                     threshold=threshold if threshold and threshold > 0 else None, extras=extras)
 
     def export_views(self, method: str, target_name: str, values: dict[str, Any]) -> tuple[Path | None, str]:
         """The target's views as `method` sees them (training and held-out), as a NeRF-synthetic zip."""
@@ -382,7 +355,7 @@ class Workbench:
                 cfg, _ = validate(cls.Config, {"image_size": 128})
             with self._lock:
                 path = write_views(views_for_config(cls, target, cfg, self.server.device, same_size=True),
-                                   self.folder() / f"{safe_name(target.name)}_views.zip")
+                                   self.downloads.path(f"{safe_name(target.name)}_views.zip"))
         except (AssetError, DatasetError, ValueError, KeyError) as exc:
             return None, f"⚠️ {md_escape(str(exc))}"
         return path, f"The target views of **{md_escape(target.name)}** in the NeRF-synthetic layout."
@@ -395,29 +368,9 @@ class Workbench:
             self._closed = True
             if self._watch is not None:
                 self._watch.run.close()
-            if self._folder is not None:
-                shutil.rmtree(self._folder, ignore_errors=True)
-                self._folder = None
+            self.downloads.delete()
             self.targets.clear()
         self.server.sessions.discard(self)
 
 
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def device_preset(method: str, device_type: str) -> str:
-    """The preset a method starts with on this device (e.g. "Quick" on a CPU): recon's default."""
-    cls = get_method(method)
-    return cls.device_presets.get(device_type) or next(iter(cls.presets), "Defaults")
-
-
-def preset_values(method: str, preset: str | None = None, device_type: str = "cpu") -> dict[str, Any]:
-    """Every knob's value under `preset` (default: the device's): the defaults updated with the preset."""
-    cls = get_method(method)
-    preset = preset or device_preset(method, device_type)
-    cfg, _ = validate(cls.Config, cls.presets.get(preset, {}))
-    return to_values(cfg)
-
-
-__all__ = ["Loaded", "Update", "Workbench", "device_preset", "preset_values"]
+__all__ = ["Loaded", "Update", "Workbench"]

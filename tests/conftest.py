@@ -55,7 +55,7 @@ def config_json(method: str = "deform", target: str = "cow", **settings) -> str:
     """The config JSON of the public API (what the page downloads): a method's CPU preset plus `settings`."""
     import json
 
-    from recon.workbench import preset_values
+    from recon.methods import preset_values
 
     return json.dumps({"format": "recon-config", "method": method, "target": target,
                        "settings": {**preset_values(method), **settings}})

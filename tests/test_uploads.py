@@ -23,14 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from recon.assets import (
+from recon.assets import MAX_FACES, AssetError
+from recon.uploads import (
     HARD_MAX_FACES,
     MAX_FACE_CORNERS,
-    MAX_FACES,
     MAX_GLB_NODES,
     MAX_MIXED_FACES,
     MAX_UPLOAD_BYTES,
-    AssetError,
     load_upload,
 )
 

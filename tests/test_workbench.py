@@ -15,8 +15,9 @@ import pytest
 from recon import workbench as wbmod
 from recon.budget import Limits
 from recon.history import HEADERS
+from recon.methods import preset_values
 from recon.server import Server
-from recon.workbench import Loaded, Workbench, preset_values
+from recon.workbench import Loaded, Workbench
 
 QUICK = dict(iterations=40, points=300, coarse_points=300, sphere_level=2)  # deform, seconds on a CPU
 
@@ -66,7 +67,7 @@ def test_a_run_streams_updates_and_is_scored_recorded_and_exported(server):
     assert config["method"] == "deform" and config["settings"]["iterations"] == 40 and config["final_score"]
     extras, _ = wb.export(extras=True)
     assert {"turntable_mp4", "turntable_gif", "timelapse_mp4"} <= set(extras)
-    folder = wb.folder()
+    folder = wb.downloads.folder()
     wb.close()
     assert not folder.exists()
 

@@ -1,7 +1,10 @@
-"""The registry of methods: name -> (class, one-line description), in the page's order."""
+"""The registry of methods: name -> (class, one-line description), in the page's order; and their presets."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..params import to_values, validate
 from .base import Method
 from .deform import Deform
 from .nerf import Nerf
@@ -20,3 +23,17 @@ def get_method(name: str) -> type[Method]:
     if name not in METHODS:
         raise KeyError(f"Unknown method {name!r}; methods are {', '.join(METHODS)}.")
     return METHODS[name][0]
+
+
+def device_preset(method: str, device_type: str) -> str:
+    """The preset a method starts with on this device (e.g. "Quick" on a CPU): recon's default."""
+    cls = get_method(method)
+    return cls.device_presets.get(device_type) or next(iter(cls.presets), "Defaults")
+
+
+def preset_values(method: str, preset: str | None = None, device_type: str = "cpu") -> dict[str, Any]:
+    """Every knob's value under `preset` (default: the device's): the defaults updated with the preset."""
+    cls = get_method(method)
+    preset = preset or device_preset(method, device_type)
+    cfg, _ = validate(cls.Config, cls.presets.get(preset, {}))
+    return to_values(cfg)

@@ -1,0 +1,66 @@
+"""One session's files: a temporary folder holding its latest export, within a quota.
+
+Each new export replaces the last; the folder is deleted with the session. Every change to the folder
+happens under the session's lock, so an export and the session's end never race.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from .export import export_core, export_extras
+
+#: Bytes of downloads a session may hold.
+EXPORT_QUOTA = 200 * 2**20
+
+
+class Downloads:
+    """A session's download folder (created on first use)."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._folder: Path | None = None
+
+    def folder(self) -> Path:
+        with self._lock:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="recon-session-"))
+            return self._folder
+
+    def export(self, run: Any, target: str, source: str, threshold: float | None = None,
+               extras: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """The finished run's core files, replacing the previous export, or with `extras` its videos
+        added (left out past the quota); returns (kind -> path, notes). Never raises."""
+        notes: list[str] = []
+        with self._lock:
+            out = self.folder() / f"run{run.ticket}"
+            try:
+                if not extras:
+                    for old in self.folder().iterdir():  # only the latest run's files are kept
+                        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+                    return export_core(run, out, target, source, threshold=threshold, notes=notes), notes
+                cpu = run.device.type == "cpu"  # a NeRF turntable costs minutes at full size on a CPU
+                files = export_extras(run, out, target, frames=24 if cpu else 36, size=96 if cpu else 128, notes=notes)
+                if sum(p.stat().st_size for p in self.folder().rglob("*") if p.is_file()) > EXPORT_QUOTA:
+                    for p in files.values():
+                        p.unlink(missing_ok=True)
+                    files = {}
+                    notes.append("The videos were left out: they would exceed this session's download quota.")
+                return files, notes
+            except Exception as exc:  # an export problem must not take the page down
+                notes.append(f"Export failed ({type(exc).__name__}: {exc})")
+                return {}, notes
+
+    def path(self, name: str) -> Path:
+        """Where a file named `name` (a safe name) goes in this session's folder."""
+        return self.folder() / name
+
+    def delete(self) -> None:
+        with self._lock:
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
