@@ -29,13 +29,14 @@ class TimeShare:
     fraction of its time. The typical cost is the cheapest of the recent ones, not counting the
     first, which pays one-time work (allocations, caches); until a second one is measured, the
     first counts for no more than the cadence allows, so one slow start cannot silence a kind for
-    long. ``min_gap`` keeps a cheap extra from running after every tiny step.
+    long. ``min_gap`` (seconds, by kind) keeps a cheap extra from running after every tiny step.
     """
 
-    def __init__(self, budgets: dict[str, float], cadence: float = EVAL_CADENCE_S, min_gap: float = 0.2) -> None:
+    def __init__(self, budgets: dict[str, float], cadence: float = EVAL_CADENCE_S,
+                 min_gap: dict[str, float] | None = None) -> None:
         self.budgets = dict(budgets)
         self.cadence = cadence
-        self.min_gap = min_gap
+        self.min_gap = min_gap or {}
         self.work = 0.0  # seconds of optimisation so far
         self._last: dict[str, float | None] = {k: None for k in budgets}
         self._costs: dict[str, list[float]] = {k: [] for k in budgets}
@@ -45,7 +46,7 @@ class TimeShare:
 
     def typical(self, kind: str) -> float:
         costs, b = self._costs[kind], self.budgets[kind]
-        if not costs:
+        if not costs or b >= 1:  # a budget of the whole run: never waits
             return 0.0
         if len(costs) == 1:
             return min(costs[0], self.cadence * b / (1 - b))
@@ -56,7 +57,7 @@ class TimeShare:
         if last is None:
             return True
         since, b = self.work - last, self.budgets[kind]
-        return since >= self.min_gap and since * b >= self.typical(kind) * (1 - b)
+        return since >= self.min_gap.get(kind, 0.0) and since * b >= self.typical(kind) * (1 - b)
 
     def charge(self, kind: str, seconds: float) -> None:
         self._last[kind] = self.work

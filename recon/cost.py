@@ -43,13 +43,22 @@ the target render, so it is priced a little high.
 
 Calibration
 -----------
-``python -m recon.cost --calibrate [--quick]`` runs every calibration config in a fresh subprocess
-(``--measure``): it loads the cow and imports everything, records the resident memory, then samples
-it while it builds the method (the views cache cleared, so the targets are rendered), takes a few
-steps, one live and one full evaluation and one snapshot, and reports each phase's peak growth
-(the kernel's high-water mark, reset between phases, and a 2 ms sampler) and seconds. It then fits
-every coefficient by non-negative least squares on the relative error and prints the coefficients
-(to paste into ``COEFFICIENTS``) and the measured-vs-estimated table.
+``python -m recon.cost --calibrate [--quick] [--jobs 2]`` runs every calibration config
+(:data:`CALIBRATION`) in a fresh subprocess (``--measure``): it loads the cow and imports everything,
+records the resident memory, then samples it while it builds the method (the views cache cleared,
+so the targets are rendered), takes a few steps, one live and one full evaluation and one snapshot,
+and reports each phase's peak growth (the kernel's high-water mark, reset between phases, and a
+2 ms sampler) and seconds. Then it times every config again, one at a time in one process
+(``--rounds``; the fastest try counts). It fits every coefficient by non-negative least squares on
+the relative error, maps the seconds to the quiet machine (below), and prints the coefficients (to
+paste into :data:`COEFFICIENTS` and :data:`QUIET_FACTORS`) and the measured-vs-estimated tables.
+
+Seconds on a shared machine: the calibration machine (2 vCPUs) was shared with other people's work
+(load average 2.6-7.8 while measuring), which slowed steps 3-10x, small steps the most. So the
+seconds are fitted there for their shape (how they grow with each driver) and then mapped, per
+method, onto the quiet machine's benchmark of the Tutorial and default presets
+(``bench_results/bench.json``, load 1-2): ``step = const + scale x (fitted step - fitted const)``
+solved from the two presets (:func:`quiet_factors`). Memory does not depend on the load.
 
 CUDA: not calibrated on a GPU (none was available): memory uses the same coefficients (bytes are
 bytes; the CPU process's constant overhead is kept, which only errs high), seconds are the CPU
@@ -86,7 +95,8 @@ TILE = 16  # recon.render.TILE
 
 #: The share of a run's time the runner spends on live estimates and snapshots (recon.budget).
 EXTRAS = 0.10
-#: Per method, the quiet machine's seconds over those fitted on the shared one (see COEFFICIENTS).
+#: Per method, how the seconds fitted on the shared machine map to the quiet one (:func:`quiet_factors`):
+#: step = const + scale x (fitted step - loaded_const); setup x setup. Fitted with COEFFICIENTS.
 QUIET_FACTORS: dict[str, dict[str, float]] = {
     'deform': {
         'scale': 0.1167,
@@ -97,63 +107,69 @@ QUIET_FACTORS: dict[str, dict[str, float]] = {
         'scale': 0.2905,
         'const': 0.05191,
         'loaded_const': 2.979,
-        'setup': 0.3233},
+        'setup': 0.3151},
     'volume': {
-        'scale': 0.2005,
+        'scale': 0.2196,
         'const': 0,
-        'loaded_const': 0.3901,
-        'setup': 0.3233},
+        'loaded_const': 0.4091,
+        'setup': 0.3151},
     'nerf': {
         'scale': 0.1814,
         'const': 0.0158,
         'loaded_const': 0.7016,
-        'setup': 0.3233}}
+        'setup': 0.3151}}
 #: Seconds on a CUDA device = CPU seconds x this (conservative: a GPU assumed only 10x faster).
 CUDA_SPEED = 0.1
 
 # --- the fitted coefficients ---------------------------------------------------------------------------
-# Fitted by `python -m recon.cost --calibrate` (see the module docstring); filled in below.
+# Fitted on 2026-11-30 by `python -m recon.cost --calibrate --jobs 2` (which reproduces them; see the
+# module docstring) on the project's CPU machine: 2 vCPUs (Intel Xeon, 2 torch threads), 24 GB, torch
+# 2.11.0 (CPU), PyTorch3D 0.7.9, Python 3.11, target the built-in cow. 38 configs, each in a fresh
+# process; memory: the peak growth of the resident set over the process's after imports and loading
+# the cow, per phase; seconds: the fastest of 2-3 tries at load average 2.6-7.8, mapped to the quiet
+# machine by QUIET_FACTORS (the benchmark of 2026-11-21). Units: bytes, seconds, per unit of each
+# driver ("const": per run). Every config's peak memory is estimated within 0.89-1.19x of measured.
 COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
     'volume': {
         'memory': {
             'setup': {
-                'const': 3.7e+08,
-                'grid voxels': 4.801,
+                'const': 3.698e+08,
+                'grid voxels': 4.559,
                 'pixels rendered at once (targets)': 2022,
-                'target pixels': 45},
+                'target pixels': 45.03},
             'step': {
-                'const': 2.549e+08,
-                'target pixels': 27.06,
-                'grid voxels': 79.29,
+                'const': 2.548e+08,
+                'target pixels': 27.07,
+                'grid voxels': 79.63,
                 'grid voxels x views per step': 14.17,
-                'ray samples per step': 72.66},
+                'ray samples per step': 72.69},
             'evaluate': {
-                'const': 2.877e+08,
-                'target pixels': 26.97,
-                'grid voxels': 74.4,
-                'samples rendered at once (no grad)': 38.99}},
+                'const': 2.859e+08,
+                'target pixels': 27.17,
+                'grid voxels': 75.84,
+                'samples rendered at once (no grad)': 39.69}},
         'seconds': {
             'setup': {
-                'const': 2.569,
-                'training views': 0.03768,
-                'target pixels': 1.042e-05},
+                'const': 2.266,
+                'training views': 0.05151,
+                'target pixels': 1.007e-05},
             'step': {
                 'const': 0,
-                'ray samples per step': 1.67e-07,
+                'ray samples per step': 1.695e-07,
                 'ray samples x grid side': 0,
-                'grid voxels': 1.062e-08,
-                'grid voxels x views per step': 1.809e-08},
+                'grid voxels': 5.238e-09,
+                'grid voxels x views per step': 1.637e-08},
             'evaluate': {
-                'const': 0.3014,
-                'evaluation samples': 3.331e-08,
-                'evaluation samples x grid side': 2.219e-10,
-                'grid voxels': 2.355e-08}}},
+                'const': 0.3292,
+                'evaluation samples': 4.936e-08,
+                'evaluation samples x grid side': 0,
+                'grid voxels': 2.874e-08}}},
     'nerf': {
         'memory': {
             'setup': {
-                'const': 3.7e+08,
+                'const': 3.698e+08,
                 'pixels rendered at once (targets)': 2022,
-                'target pixels': 45},
+                'target pixels': 45.03},
             'step': {
                 'const': 2.386e+08,
                 'target pixels': 0,
@@ -167,9 +183,9 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'network values per call (no grad)': 3.775}},
         'seconds': {
             'setup': {
-                'const': 2.569,
-                'training views': 0.03768,
-                'target pixels': 1.042e-05},
+                'const': 2.266,
+                'training views': 0.05151,
+                'target pixels': 1.007e-05},
             'step': {
                 'const': 0.0158,
                 'ray samples per step': 4.969e-07,
@@ -182,9 +198,9 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
     'textured_mesh': {
         'memory': {
             'setup': {
-                'const': 3.7e+08,
+                'const': 3.698e+08,
                 'pixels rendered at once (targets)': 2022,
-                'target pixels': 45},
+                'target pixels': 45.03},
             'step': {
                 'const': 1.78e+08,
                 'target pixels': 236.3,
@@ -199,9 +215,9 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'fragments rendered at once (no grad)': 207.5}},
         'seconds': {
             'setup': {
-                'const': 2.569,
-                'training views': 0.03768,
-                'target pixels': 1.042e-05},
+                'const': 2.266,
+                'training views': 0.05151,
+                'target pixels': 1.007e-05},
             'step': {
                 'const': 0.05191,
                 'fragments per step': 5.984e-06,
@@ -469,29 +485,29 @@ def _fmt(value: float, kind: str) -> str:
 
 def _largest_fitting(k: Any, cfg: Any, ok: Callable[[Any], bool], least: float | None = None) -> float | None:
     """The largest value of knob `k` (on its slider's grid, from `least`, default its minimum, up to its
-    value) for which ``ok(cfg with it)``; None if none."""
+    value) for which ``ok(cfg with it)``; None if none. Bisection: the cost grows with the value."""
     lo, cur = float(k.lo if least is None else least), float(getattr(cfg, k.name))
     step = float(k.step or (1 if k.kind == "int" else (cur - lo) / 64 or 1))
-    grid = lambda i: lo + i * step  # noqa: E731
-    value = (lambda v: int(round(v)) if k.kind == "int" else v)
-    n = int(math.floor((cur - lo) / step + 1e-9))
-    if not ok(dataclasses.replace(cfg, **{k.name: value(lo)})):
+
+    def at(i: int) -> Any:
+        v = lo + i * step
+        return dataclasses.replace(cfg, **{k.name: int(round(v)) if k.kind == "int" else v})
+
+    if not ok(at(0)):
         return None
-    a, b = 0, n  # ok at a; find the largest i in [a, b] with ok
+    a, b = 0, int(math.floor((cur - lo) / step + 1e-9))  # ok at a; the largest i in [a, b] that is ok
     while a < b:
         mid = (a + b + 1) // 2
-        if ok(dataclasses.replace(cfg, **{k.name: value(grid(mid))})):
-            a = mid
-        else:
-            b = mid - 1
-    return value(grid(a))
+        a, b = (mid, b) if ok(at(mid)) else (a, mid - 1)
+    return getattr(at(a), k.name)
 
 
 def _shrink_together(ks: list[Any], cfg: Any, ok: Callable[[Any], bool],
                      floor: Callable[[Any], float] = lambda k: float(k.lo)) -> dict[str, Any]:
     """The largest values of the knobs `ks`, shrunk together (the same fraction of the way from their
-    value to their minimum, on a log scale), with which ``ok(cfg)``: {name: value} for as few of
-    them (two at least) as need to change; {} if even all of them at their minimum are not enough."""
+    value to their minimum, on a log scale), with which ``ok(cfg)``: {name: value} for the first three
+    (each then shrinks less than with two), or four if three are not enough; {} if even all of them
+    at their minimum are not enough."""
     def at(subset: list[Any], t: float) -> dict[str, Any]:
         out = {}
         for k in subset:
@@ -504,7 +520,7 @@ def _shrink_together(ks: list[Any], cfg: Any, ok: Callable[[Any], bool],
             out[k.name] = int(round(v)) if k.kind == "int" else v
         return out
 
-    for n in range(2, len(ks) + 1):
+    for n in range(min(3, len(ks)), len(ks) + 1):
         subset = ks[:n]
         if not ok(dataclasses.replace(cfg, **at(subset, 1.0))):
             continue

@@ -72,7 +72,8 @@ class Run:
         self.limits = limits
         self.total = int(cfg.iterations)
         self.ticket = _next_ticket()
-        self.share = TimeShare({"eval": eval_budget, "snapshot": snapshot_budget}, cadence=cadence)
+        self.share = TimeShare({"eval": eval_budget, "snapshot": snapshot_budget}, cadence=cadence,
+                               min_gap={"eval": 0.2})  # a live point per tiny step would flood the chart
         self.score_at_end = score_at_end
         self.log = RunLog(self.total)
         self.timelapse: list[Snapshot] = []

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from recon import export
+from recon import config, export
+from recon.params import validate
 from recon.methods.base import MeshData, Snapshot
 
 
@@ -71,14 +72,13 @@ def test_history_csv_merges_losses_and_metrics(tmp_path):
 
 def test_config_json_round_trip(tmp_path):
     from recon.methods.deform import DeformConfig
-    from recon.params import from_values
 
-    cfg, _ = from_values(DeformConfig, {"chamfer_weight": 2.5, "optimizer": "adam", "iterations": 77, "seed": 9})
-    data = export.config_dict("deform", "bumpy sphere", cfg, "cpu")
+    cfg, _ = validate(DeformConfig, {"chamfer_weight": 2.5, "optimizer": "adam", "iterations": 77, "seed": 9})
+    data = config.config_dict("deform", "bumpy sphere", cfg, "cpu")
     assert data["seed"] == 9 and data["device"] == "cpu"
     assert {"torch", "pytorch3d", "recon", "python"} <= set(data["versions"])
-    path = export.write_config(data, tmp_path / "c.json")
-    loaded = export.load_config(path)
+    path = config.write_config(data, tmp_path / "c.json")
+    loaded = config.load_config(path)
     assert (loaded.method, loaded.target, loaded.cfg, loaded.messages) == ("deform", "bumpy sphere", cfg, [])
 
 
@@ -88,24 +88,31 @@ def test_config_json_round_trip(tmp_path):
     ('{"method": "teleport"}', "unknown or missing method 'teleport'"),
     ('{"method": "deform", "settings": [1]}', "\"settings\" must be a JSON object"),
     ('{"method": "deform", "seed": "x"}', "\"seed\" must be an integer"),
+    ('[' * 100_000, "nested too deeply"),
+    ('{"method": "deform", "settings": {"lr": "abc"}}', None),
     ('{"format": "other", "method": "deform"}', "not a recon config"),
 ])
 def test_bad_configs_say_what_is_wrong(text, needle):
-    with pytest.raises(export.ConfigError, match=needle.replace("(", r"\(")):
-        export.parse_config(text)
+    if needle is None:  # a value of the wrong kind: kept at the default and said so (strict: refused)
+        assert "not a valid value" in config.parse_config(text).messages[0]
+        with pytest.raises(config.ConfigError, match="not a number"):
+            config.parse_config(text, strict=True)
+        return
+    with pytest.raises(config.ConfigError, match=needle.replace("(", r"\(")):
+        config.parse_config(text)
 
 
 def test_config_values_are_clamped_and_unknown_names_reported():
-    loaded = export.parse_config('{"method": "deform", "settings": {"lr": 99, "wobble": 1}}')
+    loaded = config.parse_config('{"method": "deform", "settings": {"lr": 99, "wobble": 1}}')
     assert loaded.cfg.lr == 5.0
     assert any("outside" in m for m in loaded.messages) and any("wobble" in m for m in loaded.messages)
-    with pytest.raises(export.ConfigError, match="wobble"):
-        export.parse_config('{"method": "deform", "settings": {"wobble": 1}}', strict=True)
+    with pytest.raises(config.ConfigError, match="wobble"):
+        config.parse_config('{"method": "deform", "settings": {"wobble": 1}}', strict=True)
 
 
 def test_missing_config_file_is_a_config_error(tmp_path):
-    with pytest.raises(export.ConfigError, match="cannot read"):
-        export.load_config(tmp_path / "nope.json")
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load_config(tmp_path / "nope.json")
 
 
 def test_marching_cubes_on_an_analytic_sphere():
@@ -137,12 +144,11 @@ def test_marching_cubes_on_a_fitted_volume():
 
     from recon.assets import load_builtin
     from recon.methods.volume import Volume, VolumeConfig
-    from recon.params import from_values
     from recon.targets import target_points
 
     cow = load_builtin("cow")
     # test_volume.py's small settings (so the target renders are shared), 30 steps.
-    cfg, _ = from_values(VolumeConfig, dict(grid_size=32, points_per_ray=32, image_size=32, views_per_step=4,
+    cfg, _ = validate(VolumeConfig, dict(grid_size=32, points_per_ray=32, image_size=32, views_per_step=4,
                                             num_views=8, lr=0.1, iterations=30))
     method = Volume(cow, cfg, torch.device("cpu"))
     for _ in range(cfg.iterations):
@@ -169,19 +175,18 @@ def test_export_run_writes_every_file_of_a_tiny_deform_run(tmp_path):
 
     from recon.assets import load_builtin
     from recon.methods.deform import Deform, DeformConfig
-    from recon.params import from_values
     from recon.runner import Run
 
-    cfg, _ = from_values(DeformConfig, dict(iterations=12, points=200, sphere_level=1))
+    cfg, _ = validate(DeformConfig, dict(iterations=12, points=200, sphere_level=1))
     # snapshot_budget=1: no snapshot is deferred, so the frames fall exactly every 3 iterations
     run = Run(Deform, load_builtin("torus"), cfg, torch.device("cpu"), timelapse_frames=5,
               snapshot_budget=1.0).start()
-    assert run.join(120) and run.state == "done"
+    assert run.wait_settled(120) and run.poll().state == "done"
     # A frame every ceil(12 / 5) = 3 iterations, plus iteration 0: 0, 3, 6, 9, 12.
     assert [s.iteration for s in run.timelapse] == [0, 3, 6, 9, 12]
     files = export.export_run(run, tmp_path / "out", "torus", frames=6, size=32)
-    assert list(files) == ["glb", "obj", "turntable_mp4", "turntable_gif", "timelapse_mp4", "history_csv",
-                           "config_json"]
+    assert list(files) == ["glb", "obj", "history_csv", "config_json", "turntable_mp4", "turntable_gif",
+                           "timelapse_mp4"]
     assert all(p.parent == tmp_path / "out" and p.name.startswith("deform_torus") for p in files.values())
     glb = trimesh.load(files["glb"], force="mesh", process=False)
     assert len(glb.vertices) == 42  # ico-sphere level 1

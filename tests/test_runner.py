@@ -236,7 +236,7 @@ def test_a_slow_first_evaluation_does_not_silence_the_quality_chart():
 
 
 def test_time_share_rules():
-    share = TimeShare({"eval": 0.05}, cadence=10.0, min_gap=0.5)
+    share = TimeShare({"eval": 0.05}, cadence=10.0, min_gap={"eval": 0.5})
     assert share.due("eval")  # nothing yet: at once
     share.charge("eval", 4.0)  # a slow first one counts as no more than the cadence allows
     share.add_work(9.9)

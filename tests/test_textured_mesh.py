@@ -1,17 +1,14 @@
-"""Textured mesh fitting on the cow at reduced size: the loss falls, held-out PSNR and IoU rise."""
+"""Textured mesh specifics (the shared promises are in test_methods.py): the terms, snapshots, the
+turntable, silhouette-only and coarse-to-fine, the tutorial recipe."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 from recon.assets import load_builtin
-from recon.methods import METHODS
 from recon.methods.textured_mesh import TexturedMesh, TexturedMeshConfig
-from recon.params import from_values, knobs
 
 #: 32 px, 8 training views, a level-3 sphere (642 vertices), 4 faces per pixel, Adam: ~0.3-0.5 CPU
 #: seconds per step on a 2-core machine, ~20-30 s for the whole fit below.
@@ -22,21 +19,9 @@ SMALL = dict(image_size=32, num_views=8, views_per_step=2, faces_per_pixel=4, sp
 @pytest.fixture(scope="module")
 def fitted():
     m = TexturedMesh(load_builtin("cow"), TexturedMeshConfig(**SMALL), torch.device("cpu"))
-    start = m.evaluate()
-    totals = [float(m.step()["total"]) for _ in range(SMALL["iterations"])]
-    return m, start, totals, m.evaluate()
-
-
-def test_fit_improves_heldout_quality(fitted):
-    _, start, totals, end = fitted
-    # The grey sphere starts at ~9.7 dB and IoU ~0.54 against the held-out views; 40 steps of this
-    # setting reach ~16 dB and IoU ~0.70 (measured, several runs). The bounds sit half-way, about
-    # 3 dB / 0.08 IoU below what is reached, so the sampling of views cannot fail them, while a broken
-    # term, gradient or optimiser (which leaves the sphere grey and round) cannot pass them.
-    assert 8.5 < start["psnr"] < 11.5 and 0.4 < start["iou"] < 0.65
-    assert end["psnr"] > 13.0 and end["psnr"] > start["psnr"] + 2.5
-    assert end["iou"] > 0.62 and end["iou"] > start["iou"] + 0.05
-    assert np.mean(totals[-5:]) < 0.8 * np.mean(totals[:5])
+    for _ in range(SMALL["iterations"]):
+        m.step()
+    return (m,)
 
 
 def test_step_returns_unweighted_terms_and_total(fitted):
@@ -82,24 +67,6 @@ def test_silhouette_only_and_coarse_to_fine():
     assert m.snapshot().mesh.colors is None
 
 
-def test_registered_after_deform():
-    names = list(METHODS)
-    assert names[0] == "deform" and "textured_mesh" in names
-    assert TexturedMesh.shows_images and TexturedMesh.metrics == ("psnr", "iou")
-    assert TexturedMesh.device_presets == {"cpu": "Quick", "cuda": "Tutorial"}
-
-
-@pytest.mark.parametrize("preset", list(TexturedMesh.presets))
-def test_presets_name_real_fields_within_bounds(preset):
-    values = TexturedMesh.presets[preset]
-    by_name = {k.name: k for k in knobs(TexturedMeshConfig)}
-    assert set(values) <= set(by_name), set(values) - set(by_name)
-    cfg, messages = from_values(TexturedMeshConfig, values)
-    assert messages == []  # nothing clamped or unknown
-    for name, value in values.items():
-        assert getattr(cfg, name) == value
-
-
 def test_tutorial_preset_is_the_tutorial_recipe():
     t = TexturedMesh.presets["Tutorial"]
     assert (t["sphere_level"], t["views_per_step"], t["sigma"], t["faces_per_pixel"]) == (4, 2, 1e-4, 50)
@@ -107,13 +74,3 @@ def test_tutorial_preset_is_the_tutorial_recipe():
             t["laplacian_weight"]) == (1.0, 1.0, 1.0, 0.01, 1.0)
     assert (t["optimizer"], t["lr"], t["momentum"], t["iterations"]) == ("sgd", 1.0, 0.9, 2000)
     assert (t["num_views"], t["image_size"], t["coarse_fraction"]) == (20, 128, 0.0)
-
-
-def test_weights_are_live_with_help():
-    ks = {k.name: k for k in knobs(TexturedMeshConfig)}
-    for name in ("rgb_weight", "silhouette_weight", "edge_weight", "normal_weight", "laplacian_weight", "lr"):
-        assert ks[name].live, name
-        assert "Too low" in ks[name].help or name == "lr"
-    assert ks["lr"].log
-    for f in dataclasses.fields(TexturedMeshConfig):
-        assert f.name in ks  # every field is a knob

@@ -179,9 +179,10 @@ class Volume(VolumetricMethod):
         return self.finish_step(terms)
 
     @torch.no_grad()
-    def render(self, cameras, size: int) -> torch.Tensor:
+    def render(self, cameras, size: int, chunk: int | None = None) -> torch.Tensor:
         return self.render_in_chunks(cameras, size,
-                                     lambda part: self.renderer(size)(cameras=part, volumes=self.volumes(len(part)))[0])
+                                     lambda part: self.renderer(size)(cameras=part, volumes=self.volumes(len(part)))[0],
+                                     per=chunk)
 
     def field(self, ray_bundle) -> tuple[torch.Tensor, torch.Tensor]:
         return VolumeSampler(self.volumes(ray_bundle.origins.shape[0]))(ray_bundle)

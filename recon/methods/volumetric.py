@@ -125,10 +125,12 @@ class VolumetricMethod(Method):
         """How many cameras one display render takes at once."""
         return max(1, CHUNK_SAMPLES // (size * size * getattr(self.cfg, "points_per_ray", 1)))
 
-    def render_in_chunks(self, cameras: FoVPerspectiveCameras, size: int, render_part: Any) -> torch.Tensor:
-        """``render_part(cameras[chunk])`` over chunks of cameras, noticing a Stop between them."""
+    def render_in_chunks(self, cameras: FoVPerspectiveCameras, size: int, render_part: Any,
+                         per: int | None = None) -> torch.Tensor:
+        """``render_part(cameras[chunk])`` over chunks of `per` cameras (default: what fits the sample
+        budget), noticing a Stop between them."""
         out = []
-        per = self.camera_chunk(size)
+        per = per or self.camera_chunk(size)
         for start in range(0, len(cameras), per):
             checkpoint()
             out.append(render_part(cameras[list(range(start, min(start + per, len(cameras))))]))
