@@ -99,25 +99,25 @@ EXTRAS = 0.10
 #: step = const + scale x (fitted step - loaded_const); setup x setup. Fitted with COEFFICIENTS.
 QUIET_FACTORS: dict[str, dict[str, float]] = {
     'deform': {
-        'scale': 0.1167,
+        'scale': 0.2108,
         'const': 0,
-        'loaded_const': 0,
-        'setup': 0.1605},
+        'loaded_const': 0.001766,
+        'setup': 6.598},
     'textured_mesh': {
-        'scale': 0.2905,
-        'const': 0.05191,
-        'loaded_const': 2.979,
-        'setup': 0.3151},
+        'scale': 0.6032,
+        'const': 0.0414,
+        'loaded_const': 1.612,
+        'setup': 0.6863},
     'volume': {
-        'scale': 0.2196,
+        'scale': 0.6729,
         'const': 0,
-        'loaded_const': 0.4091,
-        'setup': 0.3151},
+        'loaded_const': 0.01007,
+        'setup': 0.6863},
     'nerf': {
-        'scale': 0.1814,
-        'const': 0.0158,
-        'loaded_const': 0.7016,
-        'setup': 0.3151}}
+        'scale': 0.2734,
+        'const': 0,
+        'loaded_const': 0.1161,
+        'setup': 0.6863}}
 #: Seconds on a CUDA device = CPU seconds x this (conservative: a GPU assumed only 10x faster).
 CUDA_SPEED = 0.1
 
@@ -150,20 +150,20 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'samples rendered at once (no grad)': 39.69}},
         'seconds': {
             'setup': {
-                'const': 2.266,
-                'training views': 0.05151,
-                'target pixels': 1.007e-05},
+                'const': 1.856,
+                'training views': 0.1118,
+                'target pixels': 5.009e-06},
             'step': {
                 'const': 0,
-                'ray samples per step': 1.695e-07,
+                'ray samples per step': 1.643e-07,
                 'ray samples x grid side': 0,
-                'grid voxels': 5.238e-09,
-                'grid voxels x views per step': 1.637e-08},
+                'grid voxels': 1.193e-08,
+                'grid voxels x views per step': 2.055e-08},
             'evaluate': {
-                'const': 0.3292,
-                'evaluation samples': 4.936e-08,
-                'evaluation samples x grid side': 0,
-                'grid voxels': 2.874e-08}}},
+                'const': 0,
+                'evaluation samples': 4.776e-08,
+                'evaluation samples x grid side': 5.393e-10,
+                'grid voxels': 1.524e-08}}},
     'nerf': {
         'memory': {
             'setup': {
@@ -183,18 +183,18 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'network values per call (no grad)': 3.775}},
         'seconds': {
             'setup': {
-                'const': 2.266,
-                'training views': 0.05151,
-                'target pixels': 1.007e-05},
+                'const': 1.856,
+                'training views': 0.1118,
+                'target pixels': 5.009e-06},
             'step': {
-                'const': 0.0158,
-                'ray samples per step': 4.969e-07,
-                'embedding values per step': 4.579e-09,
-                'network multiply-adds per step': 5.781e-11},
+                'const': 0,
+                'ray samples per step': 9.552e-07,
+                'embedding values per step': 7.935e-09,
+                'network multiply-adds per step': 4.502e-11},
             'evaluate': {
-                'const': 0.4776,
-                'evaluation samples': 5.28e-07,
-                'evaluation multiply-adds': 3.229e-11}}},
+                'const': 0,
+                'evaluation samples': 6.557e-07,
+                'evaluation multiply-adds': 2.525e-11}}},
     'textured_mesh': {
         'memory': {
             'setup': {
@@ -215,18 +215,18 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'fragments rendered at once (no grad)': 207.5}},
         'seconds': {
             'setup': {
-                'const': 2.266,
-                'training views': 0.05151,
-                'target pixels': 1.007e-05},
+                'const': 1.856,
+                'training views': 0.1118,
+                'target pixels': 5.009e-06},
             'step': {
-                'const': 0.05191,
-                'fragments per step': 5.984e-06,
+                'const': 0.0414,
+                'fragments per step': 5.935e-06,
                 'shaded fragments per step': 0,
-                'faces x views per step': 1.891e-05,
+                'faces x views per step': 2.781e-05,
                 'tiles per step': 0},
             'evaluate': {
-                'const': 0.2695,
-                'sphere faces': 6.382e-05}}},
+                'const': 0.5559,
+                'sphere faces': 9.139e-05}}},
     'deform': {
         'memory': {
             'setup': {
@@ -241,16 +241,16 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'sphere vertices': 2921}},
         'seconds': {
             'setup': {
-                'const': 0.8604,
-                'sphere vertices': 1.199e-05},
+                'const': 0.2133,
+                'sphere vertices': 0.0002646},
             'step': {
                 'const': 0,
-                'sphere vertices': 9.077e-06,
-                'points per surface': 1.156e-05,
-                'point pairs per step': 2.56e-09},
+                'sphere vertices': 6.849e-06,
+                'points per surface': 2.126e-05,
+                'point pairs per step': 6.99e-10},
             'evaluate': {
-                'const': 0.2353,
-                'sphere vertices': 4.953e-06}}}}
+                'const': 0.1948,
+                'sphere vertices': 1.161e-06}}}}
 
 
 # --- the estimate ----------------------------------------------------------------------------------------

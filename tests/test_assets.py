@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recon.assets import BUILTINS, MAX_FACES, AssetError, load_builtin, load_upload
+from recon.assets import BUILTINS, MAX_FACES, AssetError, load_builtin
+from recon.uploads import load_upload
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
@@ -55,7 +56,7 @@ def test_bad_uploads_are_refused_with_a_message(tmp_path, name, text, expect):
 
 
 def test_too_many_faces_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("recon.assets.MAX_FACES", 3)
-    with pytest.raises(AssetError, match="faces; the limit is 3"):
+    monkeypatch.setattr("recon.uploads.HARD_MAX_FACES", 3)  # above MAX_FACES a mesh is simplified, above this refused
+    with pytest.raises(AssetError, match="declares 4 faces; the limit is 3"):
         load_upload(_write(tmp_path, "tet.obj", TRI), "tet.obj")
     assert MAX_FACES > 3

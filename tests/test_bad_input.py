@@ -16,22 +16,15 @@ import pytest
 import torch
 from conftest import ROOT
 
-import app
-from recon.assets import MAX_FACES, MAX_UPLOAD_BYTES, AssetError, load_upload
+from recon.assets import MAX_FACES, AssetError
 from recon.methods.deform import Deform, DeformConfig
-from recon.params import from_values, knobs
+from recon.params import knobs, validate
 from recon.runner import Run
+from recon.uploads import MAX_UPLOAD_BYTES, load_upload
 
 FIXTURES = ROOT / "tests" / "fixtures" / "bad_meshes"
 pytestmark = pytest.mark.filterwarnings("ignore:Faces have invalid indices:UserWarning")  # pytorch3d, then refused
 
-
-@pytest.fixture(autouse=True)
-def cheap_metric(monkeypatch):
-    """The held-out metric on 300 points instead of 10,000: same code path, a fraction of the time."""
-    from api_inputs import cheap_evaluate
-
-    monkeypatch.setattr(Deform, "evaluate", cheap_evaluate)
 
 #: fixture file -> regex its AssetError message must match (None: accepted)
 FIXTURES_REFUSED = {
@@ -94,25 +87,25 @@ def _binary_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     path.write_bytes(head + verts.astype("<f4").tobytes() + rows.tobytes())
 
 
-def test_huge_mesh_is_refused_with_how_to_simplify(tmp_path):
+def test_a_mesh_over_the_face_limit_is_simplified_and_says_so(tmp_path):
     n = MAX_FACES + 1
     verts = np.random.default_rng(0).random((n + 2, 3))
     faces = np.stack([np.arange(n), np.arange(n) + 1, np.arange(n) + 2], 1)
     path = tmp_path / "huge.ply"
     _binary_ply(path, verts, faces)
-    assert path.stat().st_size < MAX_UPLOAD_BYTES  # refused for its faces, not its bytes
-    with pytest.raises(AssetError, match=rf"{n:,} faces; the limit is {MAX_FACES:,}\. Simplify it first "
-                                         r"\(e\.g\. Blender's Decimate .*MeshLab"):
-        load_upload(path, "huge.ply")
+    assert path.stat().st_size < MAX_UPLOAD_BYTES  # over the limit for its faces, not its bytes
+    asset = load_upload(path, "huge.ply")
+    assert asset.num_faces <= MAX_FACES
+    assert any(re.search(rf"Simplified from {n:,} to [\d,]+ faces", note) for note in asset.notes), asset.notes
 
 
 def test_too_large_file_is_refused_before_parsing(tmp_path, monkeypatch):
-    import recon.assets as assets
+    import recon.uploads as uploads
 
     def never(*_a, **_k):
         raise AssertionError("an oversize upload was parsed")
 
-    monkeypatch.setattr(assets, "_read_mesh", never)
+    monkeypatch.setattr(uploads, "_read_mesh", never)
     path = tmp_path / "big.obj"
     with open(path, "wb") as fh:  # sparse: no 20 MB written to disk
         fh.truncate(MAX_UPLOAD_BYTES + 1)
@@ -148,82 +141,45 @@ def test_unsupported_names_are_refused(filename, msg):
         load_upload(FIXTURES / "nonmanifold.obj", filename)
 
 
-# --- the page's upload endpoint ---------------------------------------------------------------
+# --- the page's upload, through the session's controller ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served():
-    from conftest import launch
-    from gradio_client import Client
+def test_page_upload_messages(tmp_path):
+    from recon.budget import Limits
+    from recon.server import Server
+    from recon.targets import UPLOADED_MESH
+    from recon.workbench import Workbench
 
-    app._import_pytorch3d()
-    demo, url = launch(max_runs=2)
-    yield demo, Client(url, verbose=False), url
-    demo.close()
-
-
-def test_page_upload_messages_and_server_survives(served, tmp_path):
-    import urllib.request
-
-    from gradio_client import handle_file
-
-    demo, client, url = served
+    wb = Workbench(Server(max_runs=1, device="cpu", limits=Limits()))
     cases = {
-        "png_renamed.obj": r"⚠️ 'png_renamed\.obj' is not a mesh: it looks like a PNG image",
-        "nan_coords.obj": r"⚠️ 'nan_coords\.obj' has NaN or infinite vertex coordinates",
-        "empty.obj": r"⚠️ 'empty\.obj' is empty",
-        "bad_indices.off": r"⚠️ 'bad_indices\.off' has face indices outside",
+        "png_renamed.obj": r"⚠️ 'png\\_renamed\\.obj' is not a mesh: it looks like a PNG image",
+        "nan_coords.obj": r"⚠️ 'nan\\_coords\\.obj' has NaN or infinite vertex coordinates",
+        "empty.obj": r"⚠️ 'empty\\.obj' is empty",
+        "bad_indices.off": r"⚠️ 'bad\\_indices\\.off' has face indices outside",
         "nonmanifold.obj": r"^Uploaded \*\*nonmanifold\*\*: 5 vertices, 3 faces.*Note: 1 edge is shared",
     }
     for name, want in cases.items():
-        target, _, msg = client.predict(handle_file(str(FIXTURES / name)), api_name="/upload")
+        path = tmp_path / name
+        shutil.copy(FIXTURES / name, path)
+        choice, _, msg = wb.upload(str(path))
         assert re.search(want, msg, re.S), (name, msg)
-        chosen = target.get("value") if isinstance(target, dict) else target  # the target switches on success
-        assert (chosen == app.UPLOADED) == name.startswith("nonmanifold"), target
-    odd = tmp_path / "mön mesh (1).obj"
-    shutil.copy(FIXTURES / "nonmanifold.obj", odd)
-    _, _, msg = client.predict(handle_file(str(odd)), api_name="/upload")
-    assert msg.startswith("Uploaded **m_n_mesh_1**") or msg.startswith("Uploaded **mon_mesh_1**"), msg
-    with urllib.request.urlopen(url, timeout=10) as resp:  # still serving
-        assert resp.status == 200
+        assert (choice == UPLOADED_MESH) == name.startswith("nonmanifold")
+    odd = tmp_path / "[click](javascript:x) <b>me.obj"  # user text reaches the page escaped
+    shutil.copy(FIXTURES / "nan_coords.obj", odd)
+    _, _, msg = wb.upload(str(odd))
+    assert "[click](javascript" not in msg and "<b>" not in msg and r"\[click\]" in msg
+    wb.close()
 
 
-# --- knob values from API clients ---------------------------------------------------------------
-
-
-def test_out_of_range_values_are_refused_or_clamped(served, monkeypatch):
-    from api_inputs import quick, run_inputs
-    from gradio_client.exceptions import AppError
-
-    demo, client, _ = served
-    monkeypatch.setattr(app, "REFRESH_S", 0.1)
-    seen = []
-
-    class Recording(Run):
-        def __init__(self, method_cls, asset, cfg, *a, **k):
-            seen.append(cfg)
-            super().__init__(method_cls, asset, cfg, *a, **k)
-
-    monkeypatch.setattr(app, "Run", Recording)
-    # gradio refuses sliders, numbers and dropdowns out of their bounds before the handler runs
-    for bad in ({"iterations": 10**9}, {"points": -5}, {"lr": 1e9}, {"lr": -1.0}, {"optimizer": "rmsprop"}):
-        with pytest.raises(AppError, match=r"greater than maximum|less than minimum|not in the list of choices"):
-            client.predict(*run_inputs(client, "deform", "torus", **{**quick(), **bad}), api_name="/run")
-    # what gets through (a cleared number field) is replaced by the default and reported in the status
-    status = client.predict(*run_inputs(client, "deform", "torus", **quick(lr=None)), api_name="/run")[0]
-    assert status.startswith("done") and "adjusted: Learning rate: None is not a number; using 1.0" in status
-    assert len(seen) == 1  # the refused calls never built a run
-    for k in knobs(DeformConfig):
-        v = getattr(seen[0], k.name)
-        assert k.kind not in ("int", "float") or (k.lo <= v <= k.hi and math.isfinite(v)), (k.name, v)
+# --- knob values from outside -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e300, "12abc", None, [1, 2]])
-def test_from_values_never_lets_a_bad_number_through(value):
+def test_validate_never_lets_a_bad_number_through(value):
     for k in knobs(DeformConfig):
         if k.kind not in ("int", "float"):
             continue
-        cfg, msgs = from_values(DeformConfig, {k.name: value})
+        cfg, msgs = validate(DeformConfig, {k.name: value})
         v = getattr(cfg, k.name)
         assert math.isfinite(v) and k.lo <= v <= k.hi and msgs, (k.name, value, v)
 
@@ -232,7 +188,7 @@ def test_from_values_never_lets_a_bad_number_through(value):
 
 
 def _finished(run: Run, timeout: float = 60) -> Run:
-    assert run.join(timeout), "the run did not end"
+    assert run.wait_settled(timeout), "the run did not end"
     return run
 
 
@@ -242,10 +198,11 @@ def test_diverging_run_stops_with_a_message_and_keeps_a_finite_snapshot(lr):
 
     cfg = DeformConfig(lr=lr, iterations=60, points=300, sphere_level=1)  # lr far past the knob's bound
     run = _finished(Run(Deform, load_builtin("torus"), cfg, torch.device("cpu"), eval_budget=0.0).start())
-    assert run.state == "error" and run.iteration < 60
-    assert re.search(r"NaN/inf.*The last finite state is kept\. Try a lower learning rate", run.message), run.message
+    view = run.poll()
+    assert view.state == "error" and view.iteration < 60
+    assert re.search(r"NaN/inf.*The last finite state is kept\. Try a lower learning rate", view.message), view.message
     seq, snap = run.latest_snapshot()
-    assert snap is not None and np.isfinite(snap.mesh.verts).all() and snap.iteration <= run.iteration
+    assert snap is not None and np.isfinite(snap.mesh.verts).all() and snap.iteration <= view.iteration
 
 
 class NaNAtThree(Deform):
@@ -267,10 +224,10 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_finite_snapshot():
     cfg = DeformConfig(iterations=20, points=300, sphere_level=1)
     run = Run(NaNAtThree, load_builtin("torus"), cfg, torch.device("cpu"), eval_budget=0.0)
     run.start()
-    _finished(run)
-    assert run.state == "error"
-    assert run.message.startswith("The loss became NaN/inf at iteration 3 (chamfer, edge, normal, laplacian, total)")
-    assert run.iteration == 2 and len(run.history) == 2  # the NaN row is not recorded
+    view = _finished(run).poll()
+    assert view.state == "error"
+    assert view.message.startswith("The loss became NaN/inf at iteration 3 (chamfer, edge, normal, laplacian, total)")
+    assert view.iteration == 2 and len(view.losses) == 2  # the NaN row is not recorded
     _, snap = run.latest_snapshot()
     assert snap is not None and np.isfinite(snap.mesh.verts).all() and snap.iteration <= 2
 
@@ -288,39 +245,32 @@ class OutOfMemory(Deform):
         return super().step()
 
 
-def test_out_of_memory_is_reported_as_such():
+def test_out_of_memory_stops_the_run_and_keeps_what_was_fitted():
     from recon.assets import load_builtin
 
     cfg = DeformConfig(iterations=20, points=300, sphere_level=1)
-    run = _finished(Run(OutOfMemory, load_builtin("torus"), cfg, torch.device("cpu")).start())
-    assert run.state == "error"
-    assert run.message.startswith("Out of memory on CPU at iteration 1: try a smaller size"), run.message
+    view = _finished(Run(OutOfMemory, load_builtin("torus"), cfg, torch.device("cpu")).start()).poll()
+    assert view.state == "stopped"
+    assert view.message.startswith("Out of memory on the CPU at iteration 1: stopped, keeping what was fitted"), \
+        view.message
+
+
+class OutOfMemoryAtOnce(Deform):
+    name = "oom_at_once"
+
+    def step(self):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+
+def test_out_of_memory_before_any_step_is_an_error_and_frees_everything():
+    from recon.assets import load_builtin
+
+    run = _finished(Run(OutOfMemoryAtOnce, load_builtin("torus"), DeformConfig(iterations=5, sphere_level=1),
+                        torch.device("cpu")).start())
+    view = run.poll()
+    assert view.state == "error" and view.message.startswith("Out of memory on the CPU at iteration 0")
     with pytest.raises(RuntimeError, match="no result"):
         run.with_result(lambda m: m)  # its memory was released
-
-
-def test_out_of_memory_in_the_page_and_the_app_keeps_serving(monkeypatch):
-    from api_inputs import quick, run_inputs
-    from conftest import launch
-    from gradio_client import Client
-
-    from recon import methods
-
-    monkeypatch.setitem(methods.METHODS, OutOfMemory.name, (OutOfMemory, "always runs out of memory"))
-    monkeypatch.setattr(app, "REFRESH_S", 0.1)
-    app._import_pytorch3d()
-    demo, url = launch(max_runs=1)
-    try:
-        client = Client(url, verbose=False)
-        status = client.predict(*run_inputs(client, OutOfMemory.name, "torus", **quick(iterations=5)),
-                                api_name="/run")[0]
-        assert status.startswith("error") and "Out of memory on CPU at iteration 1" in status, status
-        assert demo.recon_slots.active == 0  # its slot is free again
-        status = client.predict(*run_inputs(client, "deform", "torus", **quick(iterations=2)), api_name="/run")[0]
-        assert status.startswith("done · iteration 2 / 2"), status
-        client.close()
-    finally:
-        demo.close()
 
 
 # --- nothing is ever unpickled --------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_bad_arguments_give_a_clear_message_and_exit_2(argv, needle, capsys, tmp
 
 @pytest.mark.parametrize("content, needle", [
     ("{oops", "not valid JSON"),
-    ('{"method": "deform", "settings": {"wobble": 3}}', "unknown setting(s) 'wobble'"),
+    ('{"method": "deform", "settings": {"wobble": 3}}', "unknown setting 'wobble'"),
     ('{"method": "nope"}', "unknown or missing method"),
 ])
 def test_bad_config_files_are_refused(tmp_path, capsys, content, needle):
@@ -139,3 +139,41 @@ def test_unreadable_mesh_file_and_module_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "recon", "fit", "--target", str(bad), "--out", str(tmp_path / "o")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2 and "broken.obj" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_export_views_writes_a_dataset_that_fit_reads_back(tmp_path, capsys):
+    from recon.datasets import read_dataset
+
+    out = tmp_path / "torus_views.zip"
+    assert cli.main(["export-views", "--target", "torus", "--views", "6", "--test-views", "2", "--size", "32",
+                     "--out", str(out)]) == 0
+    data = read_dataset(out)
+    assert (len(data.train), len(data.test), data.train.images.shape[1]) == (6, 2, 32)
+    assert cli.main(["fit", "--method", "volume", "--target", str(out), "--out", str(tmp_path / "fit"), "--quiet",
+                     "--frames", "2", "--size", "32", "--set", "iterations=2", "--set", "grid_size=16",
+                     "--set", "points_per_ray=8"]) == 0
+    err = capsys.readouterr().err
+    assert "training views 40 → the dataset's 6" in err  # the preset adapted to the dataset, and said so
+    assert (tmp_path / "fit" / "volume_torus_views_config.json").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["fit", "--method", "deform", "--target", "assets/cow_views"], "image dataset: give a mesh target"),
+    (["export-views", "--method", "deform", "--out", "x.zip"], "choose a method that fits images"),
+    (["fit", "--target", "tests/fixtures/bad_datasets"], "no transforms_train.json or transforms.json found"),
+])
+def test_dataset_mistakes_exit_2(argv, needle, capsys):
+    os.chdir(ROOT)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_run_over_this_machines_budget_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RECON_RUN_MEMORY_GB", "0.5")
+    argv = ["fit", "--method", "volume", "--target", "cow", "--out", str(tmp_path / "v"), "--quiet",
+            "--set", "grid_size=256", "--set", "image_size=256", "--set", "views_per_step=40"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "estimate about" in err and "grid size" in err.lower() and "--force" in err
+    assert not (tmp_path / "v").exists()  # nothing was written

@@ -10,7 +10,9 @@ import torch
 
 import recon.targets as targets
 from recon.assets import load_builtin
-from recon.targets import EVAL_SIZE, ViewSettings, psnr, render_views, silhouette_iou
+from recon.metrics import psnr, silhouette_iou
+from recon.targets import EVAL_SIZE, ViewSettings
+from recon.targets import views_for as render_views
 
 #: Small but not degenerate: 6 training views at 32 px + 2 held-out views at 128 px render in about a second.
 SMALL = ViewSettings(num_views=6, image_size=32, heldout_views=2)
@@ -131,11 +133,25 @@ def test_turntable_frames():
     assert not np.array_equal(frames[0], frames[1])  # the camera moved
 
 
-def test_heldout_views_render_on_first_use():
-    """A run's first update does not wait for the held-out views: they render at the first evaluation."""
+def test_heldout_views_are_prepared_with_the_targets():
+    """One-time work belongs to target preparation (cached), not to the first evaluation."""
+    before = targets.render_count
     v = render_views(load_builtin("torus"), ViewSettings(num_views=2, image_size=16, heldout_views=1, eval_size=24),
                      "cpu")
-    assert v._heldout is None
-    images = v.heldout_images
-    assert images.shape == (1, 24, 24, 3) and v.heldout_silhouettes.shape == (1, 24, 24)
-    assert v.heldout_images is images  # rendered once
+    assert v.heldout_images.shape == (1, 24, 24, 3) and v.heldout_silhouettes.shape == (1, 24, 24)
+    assert targets.render_count == before + 1
+
+
+def test_a_stop_during_preparation_abandons_it():
+    from recon.worker import Interrupted, watching
+
+    targets._views_cache.clear()
+    calls = []
+
+    def reason():
+        calls.append(1)
+        return "stopped" if len(calls) > 1 else None  # let the first chunk start, then stop
+
+    with watching(reason), pytest.raises(Interrupted):
+        render_views(load_builtin("cow"), ViewSettings(num_views=40, image_size=32), "cpu")
+    assert not any(k[1].num_views == 40 for k in targets._views_cache)  # nothing half-made is cached

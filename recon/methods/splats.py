@@ -20,7 +20,6 @@ import torch
 
 from .. import splatting
 from ..params import knob
-from ..targets import downsample
 from .base import ITERATIONS_HELP, PointData
 from .volume import VolumetricMethod, huber
 
@@ -91,14 +90,6 @@ class SplatsConfig:
     image_size: int = knob(128, 32, 256, step=16, label="Image size (pixels)", group="Rendering",
                            help="Side of the target and rendered images. Smaller: faster steps, blurrier fit; "
                                 "larger: finer detail, slower (about linear in the pixel count).")
-    coarse_image_size: int = knob(0, 0, 256, step=16, label="Coarse start image size (0: off)", group="Rendering",
-                                  help="Render this many pixels per side until the fraction below, against "
-                                       "downsampled targets: early steps cost a fraction. 0: full size from the "
-                                       "start; too small: the first steps only see a blur.")
-    coarse_until: float = knob(0.3, 0.0, 1.0, step=0.05, label="Full size from (fraction of iterations)",
-                               group="Rendering",
-                               help="When the coarse images give way to full-size ones. Too early: little gained; "
-                                    "too late: little time left to sharpen at full size.")
     views_per_step: int = knob(4, 1, 40, label="Views per step", group="Rendering",
                                help="Training views rendered each step. Fewer: faster, noisier steps; more: smoother "
                                     "steps, slower.")
@@ -181,7 +172,6 @@ class Splats(VolumetricMethod):
         self.optimizer = splatting.make_optimizer(self.splats, self.learning_rates())
         self.density = splatting.DensityController(self.density_control(), self.splats)
         self.last_refinement: dict[str, int] = {}
-        self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training targets by image size
 
     # --- configuration ------------------------------------------------------------------------
     def density_control(self) -> splatting.DensityControl:
@@ -213,18 +203,6 @@ class Splats(VolumetricMethod):
         self.cfg = dataclasses.replace(self.cfg, **changes)
         self.update_lr()
 
-    def train_size(self) -> int:
-        """Image side of this step: the coarse size before ``coarse_until`` (when set), else the full size."""
-        c = self.cfg
-        coarse = 0 < c.coarse_image_size < c.image_size and self.iteration < round(c.coarse_until * c.iterations)
-        return c.coarse_image_size if coarse else c.image_size
-
-    def targets_at(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training images (N, S, S, 3) and silhouettes (N, S, S) at `size` (area-downsampled)."""
-        if size not in self._targets:
-            self._targets[size] = downsample(self.images, self.silhouettes, size)
-        return self._targets[size]
-
     # --- the loop -----------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
         # Density control between steps: it reads the gradient statistics of the steps before.
@@ -234,13 +212,11 @@ class Splats(VolumetricMethod):
         self.optimizer.zero_grad(set_to_none=True)
         idx = self.next_batch()
         self._views_in_step = len(idx)
-        size = self.train_size()
-        images, silhouettes = self.targets_at(size)
-        rgba = splatting.render(self.splats, self.views.cameras(self.device, idx=idx), size, self.background,
-                                gamma=self.gamma(), backend=self.cfg.renderer)
+        rgba = splatting.render(self.splats, self.views.cameras(self.device, idx=idx), self.cfg.image_size,
+                                self.background, gamma=self.gamma(), backend=self.cfg.renderer)
         terms = {
-            "color": huber(rgba[..., :3], images[idx]).abs().mean(),
-            "silhouette": huber(rgba[..., 3], silhouettes[idx]).abs().mean(),
+            "color": huber(rgba[..., :3], self.images[idx]).abs().mean(),
+            "silhouette": huber(rgba[..., 3], self.silhouettes[idx]).abs().mean(),
         }
         return self.finish_step(terms)
 
