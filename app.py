@@ -228,7 +228,8 @@ def launch_options(demo: gr.Blocks) -> dict[str, Any]:
 def main() -> None:
     page.import_pytorch3d()
     server = Server()
-    threading.Thread(target=page.warm_up, args=(server,), name="recon-warm-up", daemon=True).start()
+    if os.environ.get("RECON_WARM_UP", "1") != "0":  # render the default targets' views in the background
+        threading.Thread(target=page.warm_up, args=(server,), name="recon-warm-up", daemon=True).start()
     demo = build_demo(server=server)
     demo.queue(max_size=int(os.environ.get("RECON_QUEUE_SIZE", "100")), default_concurrency_limit=None)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -2,6 +2,7 @@
 updates out. Each takes the session's workbench first and returns it first (Gradio counts a
 session's time to live from each return). No logic lives here beyond translating values."""
 
+import os
 import weakref
 from typing import Any, Callable
 
@@ -207,6 +208,7 @@ def export_core(wb: Workbench, threshold: float | None):
 def export_extras(wb: Workbench, shown_files: Any):
     files, notes = wb.export(extras=True)
     before = [f if isinstance(f, str) else getattr(f, "path", str(f)) for f in (shown_files or [])]
+    before = [f for f in before if os.path.exists(f)]  # a new run's export may have replaced them
     gif = files.get("turntable_gif")
     return (wb, (before + [str(p) for p in files.values()]) or None,
             gr.update(value=str(gif), visible=True) if gif else gr.update(value=None, visible=False),

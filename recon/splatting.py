@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -144,14 +144,17 @@ def init_splats(n: int, *, cameras=None, silhouettes: torch.Tensor | None = None
 # --- rendering -----------------------------------------------------------------------------------
 
 
-class _PulsarCache:
+class PulsarRenderers:
     """Pulsar renderers by image size, each with room for a number of splats (grown in powers of two).
 
-    A native pulsar renderer holds buffers that one call at a time may use, hence the lock.
+    A native pulsar renderer owns working buffers, so one call at a time may use it (the lock). Its
+    backward pass works from the saved tensors alone (checked: gradients are unchanged when another
+    forward pass on the same renderer comes in between), so sharing one instance is safe; a run may
+    still own one (:func:`render`'s ``renderers``) so that runs never wait on each other's lock.
     """
 
     def __init__(self) -> None:
-        self._renderers: dict[tuple[int, str], Any] = {}
+        self._by_size: dict[tuple[int, str], Any] = {}
         self.lock = threading.Lock()
 
     def get(self, size: int, n: int, cameras, device: torch.device):
@@ -159,23 +162,23 @@ class _PulsarCache:
         from pytorch3d.renderer.points.pulsar.unified import PulsarPointsRenderer
 
         key = (size, str(device))
-        r = self._renderers.get(key)
+        r = self._by_size.get(key)
         if r is None or r.capacity < n:
             cap = 1 << max(12, math.ceil(math.log2(max(n, 1))))
             rasterizer = PointsRasterizer(cameras=cameras, raster_settings=PointsRasterizationSettings(image_size=size))
             r = PulsarPointsRenderer(rasterizer, n_channels=4, max_num_spheres=cap).to(device)
             r.capacity = cap
-            self._renderers[key] = r
+            self._by_size[key] = r
         r.rasterizer.cameras = cameras
         return r
 
 
-_pulsar = _PulsarCache()
+_default_renderers = PulsarRenderers()
 
 
 def render(splats: SplatParams, cameras, image_size: int, background: Sequence[float] = (0.0, 0.0, 0.0), *,
            backend: str = "pulsar", gamma: float = 1e-2, points_per_pixel: int = 8,
-           depth_half_range: float = DEPTH_HALF_RANGE) -> torch.Tensor:
+           depth_half_range: float = DEPTH_HALF_RANGE, renderers: PulsarRenderers | None = None) -> torch.Tensor:
     """(B, S, S, 4) renders of `splats` from `cameras` (B FoVPerspectiveCameras, square images):
     RGB composited on `background`, alpha the coverage (the rendered silhouette). Differentiable in
     every splat parameter.
@@ -199,13 +202,13 @@ def render(splats: SplatParams, cameras, image_size: int, background: Sequence[f
     rgb, radii, opacity = splats.rgb(), splats.radii(), splats.opacity()
     if backend == "pulsar":
         return _render_pulsar(splats.positions, rgb, radii, opacity, cameras, image_size, bg, gamma,
-                              depth_half_range)
+                              depth_half_range, renderers or _default_renderers)
     if backend == "raster":
         return _render_raster(splats.positions, rgb, radii, opacity, cameras, image_size, bg, points_per_pixel)
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def _render_pulsar(pos, rgb, radii, opacity, cameras, size, bg, gamma, half_range) -> torch.Tensor:
+def _render_pulsar(pos, rgb, radii, opacity, cameras, size, bg, gamma, half_range, renderers) -> torch.Tensor:
     from pytorch3d.structures import Pointclouds
 
     b = len(cameras)
@@ -214,8 +217,8 @@ def _render_pulsar(pos, rgb, radii, opacity, cameras, size, bg, gamma, half_rang
     dist = cameras.get_camera_center().norm(dim=-1).tolist()  # (B,) distances to the origin
     near = [max(0.05, d - half_range) for d in dist]
     far = [d + half_range for d in dist]
-    with _pulsar.lock:
-        r = _pulsar.get(size, len(pos), cameras, pos.device)
+    with renderers.lock:
+        r = renderers.get(size, len(pos), cameras, pos.device)
         r.rasterizer.raster_settings.radius = radii  # world-space radii (radius_world=True)
         # `fov` is passed explicitly: PulsarPointsRenderer converts the camera's own fov from degrees to
         # radians *in place* (PyTorch3D 0.7.9), which would shrink the cameras' field of view call by call.
@@ -228,7 +231,7 @@ def _render_raster(pos, rgb, radii, opacity, cameras, size, bg, points_per_pixel
     from pytorch3d.renderer import AlphaCompositor, PointsRasterizationSettings, PointsRasterizer
     from pytorch3d.structures import Pointclouds
 
-    b, n = len(cameras), len(pos)
+    b = len(cameras)
     depth = cameras.get_world_to_view_transform().transform_points(pos[None].expand(b, -1, -1))[..., 2]  # (B, N)
     fov = cameras.fov.reshape(-1).expand(b).to(pos)
     half = torch.tan((torch.deg2rad(fov) if cameras.degrees else fov) / 2)
@@ -292,7 +295,7 @@ class DensityControl:
     Every `refine_every` steps from `refine_start` to `refine_stop`: splats whose mean position-gradient
     norm (per step in which they were seen) exceeds `grow_grad` grow: those with radius up to
     `grow_radius` are cloned (a copy in place; the two then move apart), larger ones are split into
-    two of radius / `split_shrink` placed at random within the original. Then splats with opacity
+    two of radius / `split_shrink` placed at random within the original (normal, std = radius / 2). Then splats with opacity
     below `prune_opacity`, radius above `prune_radius`, or outside the cube, are removed. The count
     never exceeds `max_splats` (the largest gradients grow first). With `reset_every` > 0, every
     that many steps all opacities are capped at `reset_opacity` (3DGS's opacity reset).
@@ -387,8 +390,9 @@ def refine(c: DensityControl, state: DensityState, splats: SplatParams, optimize
     if n_clone or n_split:
         t = splats.tensors()
         new = {k: torch.cat([v[clone], v[split], v[split]]) for k, v in t.items()}
-        # Split children: radius / split_shrink, centres drawn from a normal of the parent's radius.
-        offsets = torch.randn(2 * n_split, 3, generator=gen).to(radii) * radii[split].repeat(2)[:, None]
+        # Split children: radius / split_shrink, centres drawn from a normal of half the parent's radius (a
+        # sphere's radius is its edge, where a Gaussian's scale is one standard deviation), so most lie inside.
+        offsets = torch.randn(2 * n_split, 3, generator=gen).to(radii) * radii[split].repeat(2)[:, None] / 2
         new["positions"][n_clone:] += offsets
         new["log_radii"][n_clone:] -= math.log(c.split_shrink)
         _edit(splats, optimizer, ~split, new)  # the split parents are replaced by their children
@@ -498,8 +502,8 @@ def read_splat_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return (pos.astype(np.float32), rgb.astype(np.float32), opacity.astype(np.float32), radii.astype(np.float32))
 
 
-__all__ = [f.name for f in fields(DensityControl)][:0] + [
-    "CUBE_EXTENT", "DEPTH_HALF_RANGE", "DensityControl", "DensityController", "DensityState", "KINDS", "PLY_PROPERTIES",
-    "SH_C0", "SplatParams", "init_splats", "knn_radii", "make_optimizer", "read_splat_ply", "refine", "render",
-    "reset_opacity", "write_splat_ply",
+__all__ = [
+    "CUBE_EXTENT", "DEPTH_HALF_RANGE", "KINDS", "PLY_PROPERTIES", "SH_C0", "DensityControl", "DensityController",
+    "DensityState", "PulsarRenderers", "SplatParams", "init_splats", "knn_radii", "make_optimizer", "read_splat_ply",
+    "refine", "render", "reset_opacity", "write_splat_ply",
 ]

@@ -341,7 +341,7 @@ class Workbench:
         """The finished run's core files (replacing the previous export), or with `extras` its videos;
         returns (kind -> path, notes)."""
         w = self._watch
-        if w is None or not w.run.wait_settled(0):
+        if w is None or not w.run.wait_settled(0) or self._closed:
             return {}, []
         return self.downloads.export(w.run, w.target_name, w.target_source,
                                      threshold=threshold if threshold and threshold > 0 else None, extras=extras)

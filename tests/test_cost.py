@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from recon import cost
+from recon.cost.measure import measure_in_subprocess
 from recon.methods import METHODS, get_method
 from recon.params import knobs, validate
 
@@ -92,7 +93,7 @@ def test_slider_maxima_are_refused(method):
 def _advice(message: str, cfg) -> tuple[dict, dict, int | None]:
     """What the advice suggests: values that fit alone {knob: value}, values that fit together, and
     the most iterations that fit the time limit (None if not said)."""
-    by_label = {cost._short(k.label): k for k in knobs(type(cfg))}
+    by_label = {cost.advice_short(k.label): k for k in knobs(type(cfg))}
 
     def value(label: str, text: str):
         k = by_label[label]
@@ -127,7 +128,7 @@ def test_advice_at_the_maxima(method, costly):
     assert "this server allows 5.2 GB and 15 min per run. What costs most: " in msg
     alone, together, _ = _advice(msg, cfg)
     named = {k.name for k in knobs(type(cfg))
-             if k.name != "iterations" and f"{cost._short(k.label)} {getattr(cfg, k.name)}" in msg}
+             if k.name != "iterations" and f"{cost.advice_short(k.label)} {getattr(cfg, k.name)}" in msg}
     assert len(named) >= 2 and named <= costly, msg
     assert alone or together, msg
     for name, value in alone.items():  # each alone, the others unchanged
@@ -209,7 +210,7 @@ def measured():
     order = sorted(specs, key=lambda label: -cost.estimate(MATRIX[label][0], config(*MATRIX[label][:2],
                                                                                      **MATRIX[label][2])).total_seconds)
     with ThreadPoolExecutor(2) as pool:
-        futures = {label: pool.submit(cost.measure_in_subprocess, specs[label], 300) for label in order}
+        futures = {label: pool.submit(measure_in_subprocess, specs[label], 300) for label in order}
         return {label: f.result() for label, f in futures.items()}
 
 

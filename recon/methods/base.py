@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..cost import estimate
 from ..metrics import Metric
 
 #: Help text of every method's iteration count.
@@ -166,6 +167,4 @@ class Method:
     @classmethod
     def estimate(cls, cfg: Any, device: torch.device | str = "cpu") -> Any:
         """The price of a run of `cfg` on `device` (:class:`recon.cost.Estimate`), before any work."""
-        from ..cost import estimate
-
         return estimate(cls.name, cfg, torch.device(device))

@@ -26,6 +26,8 @@ from .volume import VolumetricMethod, huber
 #: Most splats the 3D view shows (the most opaque ones), and cameras per display render.
 MAX_POINTS = 20_000
 RENDER_CHUNK = 8
+#: Image side at which the growth threshold is stated (position gradients scale with 1 / side^2).
+GRAD_REFERENCE_SIZE = 128
 
 _DC = "Density control"
 
@@ -41,7 +43,7 @@ class SplatsConfig:
                                     help="Huber loss between rendered coverage and the target silhouette. Too low: "
                                          "holes and haze at the outline; too high: a crisp outline with blotchy "
                                          "colour.")
-    lr_position: float = knob(0.005, 1e-5, 0.1, step=1e-5, label="Position learning rate", group="Optimiser",
+    lr_position: float = knob(0.003, 1e-5, 0.1, step=1e-5, label="Position learning rate", group="Optimiser",
                               live=True, log=True,
                               help="Adam step size of the splat centres (world units), decayed exponentially to "
                                    "the final fraction below over the run. Too low: splats barely move and gaps "
@@ -50,7 +52,7 @@ class SplatsConfig:
                            log=True,
                            help="Adam step size of the colour logits. Too low: colours lag behind the shape; too "
                                 "high: flickering, noisy colours.")
-    lr_radius: float = knob(0.01, 1e-4, 0.5, step=1e-4, label="Radius learning rate", group="Optimiser", live=True,
+    lr_radius: float = knob(0.002, 1e-4, 0.5, step=1e-4, label="Radius learning rate", group="Optimiser", live=True,
                             log=True,
                             help="Adam step size of the log radii. Too low: splats keep their initial size, holes "
                                  "stay open; too high: splats balloon into blobs or shrink to dust.")
@@ -63,11 +65,11 @@ class SplatsConfig:
                                     help="The position learning rate decays exponentially to this fraction of its "
                                          "value by the last iteration (3DGS decays it 100x). 1: no decay, splats keep "
                                          "jittering; small: positions freeze early.")
-    iterations: int = knob(600, 1, 30000, label="Iterations", group="Run", help=ITERATIONS_HELP)
-    num_splats: int = knob(3000, 10, 100_000, label="Initial splats", group="Splats",
+    iterations: int = knob(220, 1, 30000, label="Iterations", group="Run", help=ITERATIONS_HELP)
+    num_splats: int = knob(5000, 10, 100_000, label="Initial splats", group="Splats",
                            help="Splats at the start. Fewer: faster steps, coarse until density control adds more; "
                                 "more: finer from the start, slower steps.")
-    max_splats: int = knob(8000, 10, 500_000, label="Most splats", group=_DC,
+    max_splats: int = knob(7000, 10, 500_000, label="Most splats", group=_DC,
                            help="Density control never grows beyond this count. Lower: faster, coarser; higher: "
                                 "finer detail, each step slower (time grows about linearly).")
     init: str = knob("carved", choices=("carved", "random"), label="Initialisation", group="Splats",
@@ -75,18 +77,15 @@ class SplatsConfig:
                           "empty space and must be pruned. 'carved': random points kept only where they project "
                           "inside the training silhouettes (a visual hull), coloured by the target pixels they "
                           "project to: a rough cow from the first step.")
-    gamma: float = knob(0.01, 1e-3, 1.0, step=1e-3, label="Blending sharpness (gamma)", group="Rendering", log=True,
+    gamma: float = knob(0.2, 1e-3, 1.0, step=1e-3, label="Blending sharpness (gamma)", group="Rendering", log=True,
                         help="Pulsar's blending temperature: how strongly the nearest splat on a ray wins over those "
                              "behind it and over the background. Low: crisp, opaque splats but weak gradients at "
                              "the edges; high: a soft, translucent blur that fits smoothly but looks hazy.")
-    gamma_final: float = knob(0.01, 1e-3, 1.0, step=1e-3, label="Final blending sharpness", group="Rendering",
+    gamma_final: float = knob(0.02, 1e-3, 1.0, step=1e-3, label="Final blending sharpness", group="Rendering",
                               log=True,
                               help="Gamma moves (geometrically) from the value above to this one over the run: soft "
                                    "early, while splats find their places, sharp late, so that the front splats "
                                    "hide the ones behind. Equal to the start: constant.")
-    renderer: str = knob("pulsar", choices=("pulsar", "raster"), label="Renderer", group="Rendering",
-                         help="pulsar: spheres blended by a softmax over depth. raster: PyTorch3D's points "
-                              "rasteriser with alpha compositing of disks (slower on a CPU).")
     image_size: int = knob(128, 32, 256, step=16, label="Image size (pixels)", group="Rendering",
                            help="Side of the target and rendered images. Smaller: faster steps, blurrier fit; "
                                 "larger: finer detail, slower (about linear in the pixel count).")
@@ -96,7 +95,7 @@ class SplatsConfig:
     num_views: int = knob(40, 4, 100, label="Training views", group="Targets",
                           help="Target views on the ring around the cow. Too few: holes and wrong colours between "
                                "them (seen in the held-out views); more: a longer one-off render at the start.")
-    grow_grad: float = knob(2e-4, 1e-6, 1e-1, step=1e-6, label="Grow above gradient", group=_DC, log=True,
+    grow_grad: float = knob(1.5e-4, 1e-6, 1e-2, step=1e-6, label="Grow above gradient", group=_DC, log=True,
                             help="Splats whose mean position-gradient norm (per step they were seen, times views "
                                  "per step) exceeds this are cloned or split: they sit where the render is wrong "
                                  "and moving them is not enough. Lower: more splats, sooner; higher: fewer, holes "
@@ -116,7 +115,7 @@ class SplatsConfig:
     refine_start: int = knob(50, 0, 30000, label="Refine from step", group=_DC,
                              help="First step of density control. Earlier: growth from noisy early gradients; "
                                   "later: holes stay open longer.")
-    refine_stop: int = knob(450, 0, 30000, label="Refine until step", group=_DC,
+    refine_stop: int = knob(180, 0, 30000, label="Refine until step", group=_DC,
                             help="Last step of density control; after it the count is fixed and the splats settle. "
                                  "Set below the start to switch density control off.")
     refine_every: int = knob(50, 0, 5000, label="Refine every (steps)", group=_DC,
@@ -169,6 +168,7 @@ class Splats(VolumetricMethod):
         self.splats = splatting.init_splats(
             cfg.num_splats, cameras=cams, silhouettes=self.silhouettes, images=self.images if cfg.init == "carved"
             else None, carve=cfg.init == "carved", generator=gen, device=device)
+        self.renderers = splatting.PulsarRenderers()  # this run's own pulsar buffers
         self.optimizer = splatting.make_optimizer(self.splats, self.learning_rates())
         self.density = splatting.DensityController(self.density_control(), self.splats)
         self.last_refinement: dict[str, int] = {}
@@ -213,7 +213,7 @@ class Splats(VolumetricMethod):
         idx = self.next_batch()
         self._views_in_step = len(idx)
         rgba = splatting.render(self.splats, self.views.cameras(self.device, idx=idx), self.cfg.image_size,
-                                self.background, gamma=self.gamma(), backend=self.cfg.renderer)
+                                self.background, gamma=self.gamma(), renderers=self.renderers)
         terms = {
             "color": huber(rgba[..., :3], self.images[idx]).abs().mean(),
             "silhouette": huber(rgba[..., 3], self.silhouettes[idx]).abs().mean(),
@@ -229,15 +229,18 @@ class Splats(VolumetricMethod):
         return {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
 
     def after_backward(self) -> None:
-        """Density control's statistics: position-gradient norms, scaled by the views the loss averaged."""
-        self.density.after_backward(self.splats, grad_scale=float(getattr(self, "_views_in_step", 1)))
+        """Density control's statistics: position-gradient norms, scaled so that the threshold means the same
+        whatever the views per step (the loss averages over them) and image size (measured: the norms fall
+        with the square of the side); the threshold is in units of one view at 128 px."""
+        scale = getattr(self, "_views_in_step", 1) * (self.cfg.image_size / GRAD_REFERENCE_SIZE) ** 2
+        self.density.after_backward(self.splats, grad_scale=float(scale))
 
     # --- views and results ----------------------------------------------------------------------
     @torch.no_grad()
     def render(self, cameras, size: int, chunk: int = RENDER_CHUNK) -> torch.Tensor:
         splats = self.splats.detached()
         out = [splatting.render(splats, cameras[list(range(s, min(s + chunk, len(cameras))))], size,
-                                self.background, gamma=self.gamma(), backend=self.cfg.renderer)
+                                self.background, gamma=self.gamma(), renderers=self.renderers)
                for s in range(0, len(cameras), chunk)]
         return torch.cat(out)  # (B, size, size, 4)
 
@@ -277,4 +280,18 @@ class Splats(VolumetricMethod):
         return data
 
 
-Splats.presets = {}
+#: The CPU defaults (see the measurements in :mod:`recon.splatting`).
+QUICK = {f.name: f.default for f in dataclasses.fields(SplatsConfig) if f.name != "seed"}
+Splats.presets = {
+    "Quick": dict(QUICK),
+    # For a GPU (pulsar runs there too, far faster): more splats, views and steps. Not measured here (no
+    # GPU on the machine these presets were tuned on); the schedule is Quick's, stretched.
+    "Full": {**QUICK, "iterations": 3000, "num_splats": 20000, "max_splats": 100000, "views_per_step": 8,
+             "refine_start": 100, "refine_every": 100, "refine_stop": 2500, "gamma_final": 0.01},
+    # A failure mode: splats start anywhere in the cube and density control is off. Most start in empty
+    # space; nothing prunes them, so they linger as a faint haze of floaters around the cow, and the few
+    # on the cow stay large blobs (no splitting). Quick avoids both: carving starts splats on the cow,
+    # density control prunes what fades and splits what is too coarse.
+    "Random start, no density control (floaters)": {**QUICK, "init": "random", "num_splats": 2000,
+                                                    "refine_every": 0},
+}
