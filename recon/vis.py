@@ -17,7 +17,7 @@ from .methods.base import MeshData, PointData, Snapshot
 from .metrics import LIVE, Metric
 
 #: Most points drawn per line in the loss chart (longer histories are thinned evenly).
-MAX_LINE_POINTS = 1500
+MAX_LINE_POINTS = 600
 #: Most points drawn in a point cloud (target points, density voxels).
 MAX_CLOUD_POINTS = 20_000
 

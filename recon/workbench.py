@@ -32,9 +32,12 @@ from .server import Server
 from .targets import TargetChoice, adapt_settings, target_points, views_for_config, write_views
 from .text import edit_note, fmt_seconds, md_escape, safe_name, status_text
 
-#: Seconds between page updates while a run streams (status, charts), and between 3D-view updates.
+#: Seconds between page updates while a run streams: the status line, the charts, the 3D view. Each
+#: chart redraw costs the browser tens of milliseconds, and the 3D view's WebGL scene hundreds where
+#: there is no GPU: more often, and a slow client spends its time redrawing instead of answering clicks.
 REFRESH_S = 0.5
-SCENE_REFRESH_S = 2.0
+CHART_REFRESH_S = 1.0
+SCENE_REFRESH_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class _Watch:
     messages: list[str] = field(default_factory=list)  # what was adjusted at the start
     scene_seq: int = -1
     scene_at: float = 0.0
+    charts_at: float = 0.0
     refreshed_at: float = 0.0
     paused_since: float | None = None
 
@@ -214,15 +218,19 @@ class Workbench:
             cls = w.run.method_cls
             scene = vis.snapshot_figure(snap, target_points(w.run.target), title=f"{cls.title}: {w.target_name}",
                                         target_label="training cameras" if isinstance(w.run.target, Dataset)
-                                        else "target points", points_label=getattr(cls, "points_label", "density points"))
+                                        else "target points", points_label=getattr(cls, "points_label", ""))
             views = views_grid(snap.images) if snap is not None and snap.images else None
             w.scene_seq, w.scene_at = view.snapshot_seq, now
             w.run.request_snapshot()
         done = view.finished and not view.scoring
         self._record()
-        return Update(status=self._status(w, view), loss=self.loss_figure(), scene=scene, views=views,
-                      metrics=vis.metrics_figure(w.metrics, w.run.method_cls.metrics, w.run.method_cls.live_note)
-                      if view.metrics or done or not w.metrics else None,
+        loss = metrics = None
+        if now - w.charts_at >= CHART_REFRESH_S or done or view.finished:
+            cls = w.run.method_cls
+            loss = self.loss_figure()
+            metrics = vis.metrics_figure(w.metrics, cls.metrics, cls.live_note)
+            w.charts_at = now
+        return Update(status=self._status(w, view), loss=loss, scene=scene, views=views, metrics=metrics,
                       running=not done, done=done)
 
     def follow(self) -> Iterator[Update]:

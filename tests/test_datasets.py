@@ -334,17 +334,17 @@ def test_too_many_zip_members_or_bytes_are_refused_before_reading(tmp_path, priv
     with zipfile.ZipFile(path, "w") as zf:
         for i in range(6):
             zf.writestr(f"train/{i}.bin", np.random.default_rng(i).bytes(1000))
-    monkeypatch.setattr(datasets, "MAX_MEMBERS", 5)
+    monkeypatch.setattr("recon.datasets.sources.MAX_MEMBERS", 5)
     assert "the zip holds 6 files; the limit is 5" in _refused(path, private_tmp)
-    monkeypatch.setattr(datasets, "MAX_MEMBERS", 2000)
-    monkeypatch.setattr(datasets, "MAX_UNCOMPRESSED_BYTES", 5000)
+    monkeypatch.setattr("recon.datasets.sources.MAX_MEMBERS", 2000)
+    monkeypatch.setattr("recon.datasets.sources.MAX_UNCOMPRESSED_BYTES", 5000)
     assert "declare 6,000 bytes uncompressed; the limit is 5,000 bytes" in _refused(path, private_tmp)
 
 
 def test_a_zip_over_the_upload_limit_is_refused_unopened(tmp_path, private_tmp, monkeypatch):
     path = tmp_path / "big.zip"
     path.write_bytes(b"x" * 2000)
-    monkeypatch.setattr(datasets, "MAX_ZIP_BYTES", 1000)
+    monkeypatch.setattr("recon.datasets.sources.MAX_ZIP_BYTES", 1000)
     assert "the zip is 2,000 bytes, over the 1,000 bytes limit" in _refused(path, private_tmp)
 
 

@@ -12,12 +12,12 @@ import torch
 from recon import splatting
 from recon.assets import load_builtin
 from recon.methods.splats import MAX_POINTS, Splats, SplatsConfig
-from recon.params import from_values, knobs
+from recon.params import knobs, validate
 
-# 8 training views at 32 px (the same views as the volume's tests, so one render serves both) and a
-# few hundred splats: the whole fit takes a few seconds on a 2-core CPU.
-SMALL = dict(num_views=8, image_size=32, views_per_step=4, num_splats=300, max_splats=1000, iterations=40,
-             refine_start=10, refine_every=10, refine_stop=30, seed=0)
+# 12 training views at 48 px and 600 splats: a one-off target render of a few seconds, then about a
+# second for the whole fit on a 2-core CPU.
+SMALL = dict(num_views=12, image_size=48, views_per_step=4, num_splats=600, max_splats=1500, iterations=60,
+             refine_start=20, refine_every=20, refine_stop=40, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def cow():
 
 
 def make(cow, **over) -> Splats:
-    cfg, messages = from_values(SplatsConfig, {**SMALL, **over})
+    cfg, messages = validate(SplatsConfig, {**SMALL, **over})
     assert not messages
     return Splats(cow, cfg, torch.device("cpu"))
 
@@ -36,15 +36,15 @@ def test_fit_improves_heldout_quality(cow):
     before = m.evaluate()
     losses = [float(m.step()["total"]) for _ in range(m.cfg.iterations)]
     after = m.evaluate()
-    # Measured at this size (seeds 0-2): the carved start (a visual hull of 8 silhouettes, coloured from the
-    # targets) scores PSNR_START dB, IoU ~0.7 on the 128-px held-out views; 40 steps reach PSNR_END dB, IoU
-    # ~0.9, the loss falls to about half. The bounds leave a margin for seeds and platforms and still fail for
-    # splats that do not fit (a frozen or diverged fit stays at the start's values or falls below them).
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
-    assert after["psnr"] > before["psnr"] + 1.0, (before, after)
-    assert after["psnr"] > 21.0, after
-    assert after["iou"] > 0.8, after
-    assert after["iou"] > before["iou"], (before, after)
+    # Measured at this size (seeds 0-2, 2026-11-30): the carved start (the visual hull of 12 silhouettes,
+    # coloured from the targets) scores 20.0-20.2 dB, IoU 0.83-0.84 on the 128-px held-out views; 60 steps
+    # with two refinements (600 -> ~800 splats) reach 22.0-22.3 dB, IoU 0.88-0.90, and the loss falls from
+    # ~0.077 to ~0.035. The bounds keep about half of each gain as margin for seeds and platforms, and still
+    # fail for splats that do not fit (a frozen or diverging fit stays at the start's values or falls below).
+    assert np.mean(losses[-5:]) < 0.65 * losses[0], losses
+    assert after["psnr"] > before["psnr"] + 1.0 and after["psnr"] > 21.2, (before, after)
+    assert after["iou"] > before["iou"] + 0.025 and after["iou"] > 0.86, (before, after)
+    assert m.cfg.num_splats < len(m.splats) <= m.cfg.max_splats  # density control grew the cloud, within the cap
 
 
 def test_snapshot_turntable_and_export(cow, tmp_path):
@@ -54,11 +54,13 @@ def test_snapshot_turntable_and_export(cow, tmp_path):
     snap = m.snapshot()
     assert set(snap.images) == {"target", "render", "target_silhouette", "silhouette"}
     for im in snap.images.values():
-        assert im.shape == (32, 32, 3) and im.dtype == np.uint8
+        assert im.shape == (48, 48, 3) and im.dtype == np.uint8
     pts = snap.points
     assert pts.xyz.shape == (len(m.splats), 3) and pts.colors.shape == pts.xyz.shape
     assert pts.sizes.shape == (len(pts.xyz),) and (pts.sizes > 0).all()  # world radii for the 3D view
     assert len(pts.xyz) <= MAX_POINTS
+    cams = m.views.cameras("cpu", idx=[0, 3, 5])
+    assert torch.equal(m.render(cams, 24, chunk=1), m.render(cams, 24, chunk=3))  # chunks change nothing
     frames = m.turntable(frames=3, size=16)
     assert len(frames) == 3 and all(f.shape == (16, 16, 3) and f.dtype == np.uint8 for f in frames)
     with pytest.raises(NotImplementedError):
@@ -140,7 +142,7 @@ def test_density_control_clones_splits_and_prunes():
     assert torch.allclose(ctl.state.mean_grad(), torch.tensor([1e-2, 1e-2, 0.0]))
     assert ctl.state.count.tolist() == [2.0, 2.0, 0.0]  # C had no position gradient: never seen
     kept_avg = opt.state[s.positions]["exp_avg"][0].clone()
-    before = s.positions.detach().clone()
+    before, radii_before = s.positions.detach().clone(), s.radii().detach()  # (Adam has moved them a little)
     assert ctl.after_step(5, s, opt) == {}  # not a refinement step
     out = ctl.after_step(10, s, opt, torch.Generator().manual_seed(0))
     assert out == {"cloned": 1, "split": 1, "pruned": 1}
@@ -148,9 +150,9 @@ def test_density_control_clones_splits_and_prunes():
     radii, pos = s.radii(), s.positions.detach()
     # A (kept, first) and its clone (appended) sit at A's place with A's radius ...
     assert torch.allclose(pos[0], before[0]) and torch.allclose(pos[1], before[0])
-    assert torch.allclose(radii[:2], torch.tensor([0.01, 0.01]))
+    assert torch.allclose(radii[:2], radii_before[[0, 0]])
     # ... B's children have radius 0.1 / 1.6, near B; no splat is left at C (opacity 0.001)
-    assert torch.allclose(radii[2:], torch.full((2,), 0.1 / 1.6))
+    assert torch.allclose(radii[2:], radii_before[[1, 1]] / 1.6)
     assert ((pos[2:] - before[1]).norm(dim=-1) < 0.5).all()
     assert (s.opacity() > 0.5).all()
     check_optimizer(s, opt)
@@ -184,6 +186,7 @@ def test_density_control_prunes_oversized_and_escaped_splats():
                                           torch.full((3, 3), 0.5), torch.tensor([0.05, 0.8, 0.05]), 0.9)
     opt = splatting.make_optimizer(s, {k: 0.01 for k in splatting.KINDS})
     ctl = splatting.DensityController(control(), s)
+    feed_gradients(ctl, s, opt, [0.0, 0.0, 0.0])  # Adam has state to prune; nothing grows
     out = ctl.after_step(10, s, opt)
     assert out["pruned"] == 2 and len(s) == 1  # radius 0.8 > 0.5, and y = 2 is outside the 3-unit cube
     check_optimizer(s, opt)
@@ -223,21 +226,22 @@ def test_ply_round_trip(tmp_path):
 def test_render_conventions(cow):
     """Opaque splats on the cow's surface cover its silhouette, in the targets' image orientation, on the
     background; rendering is repeatable (pulsar's wrapper used to rescale the cameras' fov in place)."""
-    from recon.targets import silhouette_iou, target_points
+    from recon.metrics import silhouette_iou
+    from recon.targets import target_points
 
     m = make(cow, iterations=1)
     pts = torch.as_tensor(target_points(cow, 4000))
     s = splatting.SplatParams.from_values(pts, torch.full((len(pts), 3), 0.8), torch.full((len(pts),), 0.03), 0.99)
     cams = m.views.cameras("cpu", idx=[0, 3, 5])
     fov = cams.fov.clone()
-    first = splatting.render(s, cams, 32, background=(0.0, 0.0, 1.0))
-    again = splatting.render(s, cams, 32, background=(0.0, 0.0, 1.0))
+    first = splatting.render(s, cams, 48, background=(0.0, 0.0, 1.0))
+    again = splatting.render(s, cams, 48, background=(0.0, 0.0, 1.0))
     assert torch.equal(first, again) and torch.equal(cams.fov, fov)
-    assert first.shape == (3, 32, 32, 4)
+    assert first.shape == (3, 48, 48, 4)
     assert silhouette_iou(first[..., 3], m.views.silhouettes[[0, 3, 5]]) > 0.85
     empty = first[..., 3] < 1e-3
     assert empty.any() and torch.allclose(first[..., :3][empty], torch.tensor([0.0, 0.0, 1.0]))
     # With gradients, every kind of parameter receives some.
     s = splatting.SplatParams.from_values(pts[:500], torch.full((500, 3), 0.5), torch.full((500,), 0.05), 0.5)
-    splatting.render(s, cams, 32, gamma=0.1)[..., :3].sum().backward()
+    splatting.render(s, cams, 48, gamma=0.1)[..., :3].sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in s.tensors().values())

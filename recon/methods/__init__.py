@@ -8,6 +8,7 @@ from ..params import to_values, validate
 from .base import Method
 from .deform import Deform
 from .nerf import Nerf
+from .splats import Splats
 from .textured_mesh import TexturedMesh
 from .volume import Volume
 
@@ -16,6 +17,7 @@ METHODS: dict[str, tuple[type[Method], str]] = {
     TexturedMesh.name: (TexturedMesh, "Fit a coloured mesh to multi-view images by differentiable rendering"),
     Volume.name: (Volume, "Fit a voxel grid of densities and colours to multi-view images by ray marching"),
     Nerf.name: (Nerf, "Fit a small neural radiance field (MLP density and colour) to multi-view images"),
+    Splats.name: (Splats, "Fit coloured, semi-transparent point splats to multi-view images (pulsar renderer)"),
 }
 
 

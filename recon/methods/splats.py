@@ -3,7 +3,7 @@
 recon's own method in the spirit of 3D Gaussian splatting, on PyTorch3D's CPU-capable point renderer
 (pulsar; the measurements behind that choice are in :mod:`recon.splatting`, which holds the
 renderer, the density control and the ``.ply`` export, independent of this class). Each step renders
-a few of the target views and compares colours (L1) and silhouettes (Huber); every few steps the
+a few of the target views and compares colours and silhouettes (Huber); every few steps the
 density control clones or splits splats with large position gradients and prunes transparent or
 oversized ones.
 """
@@ -20,8 +20,8 @@ import torch
 
 from .. import splatting
 from ..params import knob
-from .base import ITERATIONS_HELP, PointData
-from .volume import VolumetricMethod, huber
+from .base import ITERATIONS_HELP, PointData, Result
+from .volumetric import VolumetricMethod, huber
 
 #: Most splats the 3D view shows (the most opaque ones), and cameras per display render.
 MAX_POINTS = 20_000
@@ -35,7 +35,7 @@ _DC = "Density control"
 @dataclass
 class SplatsConfig:
     color_weight: float = knob(1.0, 0.0, 10.0, step=0.01, label="Colour weight", group="Loss weights", live=True,
-                               help="L1 distance between rendered and target colours. Too low: the shape forms but "
+                               help="Huber loss between rendered and target colours. Too low: the shape forms but "
                                     "the colours stay muddy; too high relative to the silhouette: dark splats "
                                     "that match the black background are left floating around the cow.")
     silhouette_weight: float = knob(1.0, 0.0, 10.0, step=0.01, label="Silhouette weight", group="Loss weights",
@@ -96,10 +96,11 @@ class SplatsConfig:
                           help="Target views on the ring around the cow. Too few: holes and wrong colours between "
                                "them (seen in the held-out views); more: a longer one-off render at the start.")
     grow_grad: float = knob(1.5e-4, 1e-6, 1e-2, step=1e-6, label="Grow above gradient", group=_DC, log=True,
-                            help="Splats whose mean position-gradient norm (per step they were seen, times views "
-                                 "per step) exceeds this are cloned or split: they sit where the render is wrong "
-                                 "and moving them is not enough. Lower: more splats, sooner; higher: fewer, holes "
-                                 "may stay.")
+                            help="Splats whose mean position-gradient norm (over the steps they were seen in; "
+                                 "stated for one 128-px view, other sizes and view counts are rescaled) exceeds "
+                                 "this are cloned or split: they sit where the render is wrong and moving them is "
+                                 "not enough. Lower: more splats, sooner (up to the cap); higher: fewer, coarse "
+                                 "areas stay coarse.")
     grow_radius: float = knob(0.03, 0.001, 0.5, step=0.001, label="Clone below radius", group=_DC, log=True,
                               help="High-gradient splats up to this radius (world units; the cow is ~2 long) are "
                                    "cloned (a copy in place); larger ones are split into two smaller ones within "
@@ -126,34 +127,38 @@ class SplatsConfig:
                           "settings repeat a run.")
 
 
-#: Knobs that only take effect at the start of a run (everything except the live ones).
-LR_KNOBS = {"lr_position": "positions", "lr_color": "colors", "lr_radius": "log_radii", "lr_opacity": "opacities"}
-
-
 class Splats(VolumetricMethod):
     name = "splats"
     title = "Point splats (pulsar)"
     Config = SplatsConfig
     tutorial = ""
     device_presets = {"cpu": "Quick", "cuda": "Full"}
+    points_label = "splats (sized by radius)"
+    live_note = "all the held-out views (splats render fast)"
     explain = (
         "**What is optimised:** a cloud of splats, each a sphere with a position, a colour, a radius and "
         "an opacity. Unlike the voxel grid (a value at every cell of a fixed cube, empty space included) "
         "or the NeRF (a network queried at points along every ray), splats live only where the object is: "
         "their number, and where they are, change during the fit.\n\n"
+        "**Start:** random points in the cube, by default *carved*: only those that project inside the "
+        "training silhouettes are kept (a visual hull), coloured by the target pixels they fall on, so a "
+        "rough cow is there before the first step.\n\n"
         "**Rendering:** PyTorch3D's pulsar renderer draws each splat as a sphere; on every pixel's ray the "
         "spheres it hits are blended by a softmax over depth (the *blending sharpness* gamma: low = the "
         "nearest wins) weighted by opacity and by how centrally the ray hits, and the background joins with "
         "a fixed weight. No ray marching: the cost grows with the splats and pixels, not with samples per "
         "ray.\n\n"
-        "**Loss terms:** *color* is the L1 distance between rendered and target pixel colours; *silhouette* "
-        "the Huber distance between the rendered coverage and the target silhouette.\n\n"
+        "**Loss terms:** *color* is the Huber distance between rendered and target pixel colours (it beat L1 "
+        "by about 1 dB here); *silhouette* the Huber distance between the rendered coverage and the target "
+        "silhouette.\n\n"
         "**Optimiser:** Adam with its own learning rate for positions, colours, radii and opacities (the "
         "position rate decays over the run).\n\n"
         "**Density control:** gradients on the positions show where moving splats cannot fix the render. "
         "Every few steps, splats whose mean position gradient is above the threshold grow: small ones are "
         "cloned, large ones split in two; nearly transparent, oversized or escaped splats are pruned; the "
-        "count is capped. Without it the initial splats must cover everything by themselves: holes stay.\n\n"
+        "count is capped. Without it the initial splats must do everything by themselves: from a random start, "
+        "the ones in empty space fade but linger as a haze of floaters, and the coarse ones on the cow stay "
+        "blobs.\n\n"
         "**Quality:** PSNR and silhouette IoU on held-out cameras between the training views (higher is "
         "better). The result exports as a 3D Gaussian splatting `.ply` (isotropic, degree-0 colours)."
     )
@@ -171,7 +176,8 @@ class Splats(VolumetricMethod):
         self.renderers = splatting.PulsarRenderers()  # this run's own pulsar buffers
         self.optimizer = splatting.make_optimizer(self.splats, self.learning_rates())
         self.density = splatting.DensityController(self.density_control(), self.splats)
-        self.last_refinement: dict[str, int] = {}
+        self.last_refinement: dict[str, int] = {}  # what the last refinement did (cloned, split, pruned)
+        self._views_in_step = cfg.views_per_step
 
     # --- configuration ------------------------------------------------------------------------
     def density_control(self) -> splatting.DensityControl:
@@ -205,6 +211,15 @@ class Splats(VolumetricMethod):
 
     # --- the loop -----------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
+        with splatting.intra_op_threads(self.threads()):
+            return self._step()
+
+    def threads(self) -> int:
+        """Intra-op torch threads of a step or render: 1 on the CPU (pulsar is serial there, and small torch
+        ops only wait for a second thread; measured in :mod:`recon.splatting`), the default elsewhere."""
+        return 1 if self.device.type == "cpu" else torch.get_num_threads()
+
+    def _step(self) -> dict[str, torch.Tensor]:
         # Density control between steps: it reads the gradient statistics of the steps before.
         self.last_refinement = self.density.after_step(self.iteration, self.splats, self.optimizer,
                                                        self.split_gen) or self.last_refinement
@@ -220,29 +235,20 @@ class Splats(VolumetricMethod):
         }
         return self.finish_step(terms)
 
-    def finish_step(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        total = sum(getattr(self.cfg, f"{key}_weight") * value for key, value in terms.items())
-        total.backward()
-        self.after_backward()
-        self.optimizer.step()
-        self.iteration += 1
-        return {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
-
     def after_backward(self) -> None:
         """Density control's statistics: position-gradient norms, scaled so that the threshold means the same
         whatever the views per step (the loss averages over them) and image size (measured: the norms fall
         with the square of the side); the threshold is in units of one view at 128 px."""
-        scale = getattr(self, "_views_in_step", 1) * (self.cfg.image_size / GRAD_REFERENCE_SIZE) ** 2
+        scale = self._views_in_step * (self.cfg.image_size / GRAD_REFERENCE_SIZE) ** 2
         self.density.after_backward(self.splats, grad_scale=float(scale))
 
     # --- views and results ----------------------------------------------------------------------
     @torch.no_grad()
     def render(self, cameras, size: int, chunk: int = RENDER_CHUNK) -> torch.Tensor:
-        splats = self.splats.detached()
-        out = [splatting.render(splats, cameras[list(range(s, min(s + chunk, len(cameras))))], size,
-                                self.background, gamma=self.gamma(), renderers=self.renderers)
-               for s in range(0, len(cameras), chunk)]
-        return torch.cat(out)  # (B, size, size, 4)
+        splats, gamma = self.splats.detached(), self.gamma()
+        with splatting.intra_op_threads(self.threads()):
+            return self.render_in_chunks(cameras, size, lambda part: splatting.render(
+                splats, part, size, self.background, gamma=gamma, renderers=self.renderers), per=chunk)
 
     def evaluate(self, live: bool = False) -> dict[str, float]:
         """Held-out PSNR and IoU; rendering five 128-px views of splats is cheap, so live = full."""
@@ -266,18 +272,15 @@ class Splats(VolumetricMethod):
         a = self.splat_arrays()
         return splatting.write_splat_ply(path, a["positions"], a["colors"], a["opacities"], a["radii"])
 
-    def result(self):
-        from .base import Result  # the refactored base's export record
-
+    def result(self) -> Result:
         return Result(splats=self.splat_arrays())
 
     def points(self) -> PointData:
         """The splats as coloured points (the most opaque MAX_POINTS), with their radii as ``sizes``."""
         a = self.splat_arrays()
         order = np.argsort(-a["opacities"], kind="stable")[:MAX_POINTS]
-        data = PointData(xyz=a["positions"][order], colors=np.clip(a["colors"][order], 0, 1))
-        data.sizes = a["radii"][order]  # world-space radii, for a 3D view that sizes its points
-        return data
+        return PointData(xyz=a["positions"][order], colors=np.clip(a["colors"][order], 0, 1),
+                         sizes=a["radii"][order])  # world-space radii
 
 
 #: The CPU defaults (see the measurements in :mod:`recon.splatting`).

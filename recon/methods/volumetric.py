@@ -90,6 +90,7 @@ class VolumetricMethod(Method):
     grid_extent: float = VOLUME_EXTENT  # side of the cube that density_grid() covers
     display_resolution: int = DISPLAY_RESOLUTION  # density grid behind the live point cloud
     sweep = "ring"  # the volume and NeRF tutorials' cameras (black background)
+    points_label = "density points"  # what the 3D view calls the points() it shows
 
     def __init__(self, target: Any, cfg: Any, device: torch.device) -> None:
         super().__init__(target, cfg, device)
