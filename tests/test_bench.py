@@ -24,6 +24,7 @@ from recon.bench.summary import (
 )
 from recon.cost.calibrate import quiet_factors
 from recon.cost.fitted import COEFFICIENTS
+from recon.methods import METHODS
 
 TINY = dict(iterations=30, points=300, coarse_points=300, sphere_level=2)  # deform in a second or two
 
@@ -131,10 +132,19 @@ def canned(method: str, preset: str, *args, **kw) -> dict:
 def test_main_writes_a_report_calibration_can_read_and_resummarises_it(tmp_path, monkeypatch):
     from recon.bench import fit, streamed
 
+    def fails_for_splats(method: str, *args, **kw) -> dict:
+        if method == "splats":
+            raise KeyError("splats")  # one method's failure is recorded; the others' figures are kept
+        return canned(method, *args, **kw)
+
     monkeypatch.setattr(fit, "fit_run", canned)
-    monkeypatch.setattr(streamed, "streamed_run", canned)
-    assert bench_main.main(["--quick", "--methods", "deform", "--skip-page", "--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(streamed, "streamed_run", fails_for_splats)
+    methods = "deform,splats" if "splats" in METHODS else "deform"
+    assert bench_main.main(["--quick", "--methods", methods, "--skip-page", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
+    if "splats" in METHODS:
+        assert data["methods"]["splats"]["recon"]["streamed"]["error"] == "KeyError: 'splats'"
+        assert "error: KeyError" in (tmp_path / "bench.md").read_text()
     side = data["methods"]["deform"]["recon"]
     assert {"config", "iterations", "s_per_iteration", "setup_s", "fit", "streamed"} <= set(side)
     assert data["methods"]["deform"]["summary"]["speedup"] == 1.0

@@ -74,6 +74,20 @@ def test_bigger_settings_cost_more():
         assert big.memory_bytes > small.memory_bytes and big.seconds_per_step > small.seconds_per_step, knob
 
 
+def test_splats_are_priced_at_the_largest_count():
+    """Density control can grow the splats up to max_splats: the steps after the first refinement, and
+    the evaluation, are priced at that count; a run that never refines keeps its initial count."""
+    quick = config("splats", "Quick")
+    grown = cost.estimate("splats", _with(quick, max_splats=50000))
+    assert grown.memory_bytes > cost.estimate("splats", quick).memory_bytes
+    assert grown.drivers["splats"] == 50000 and grown.seconds_per_step > cost.estimate("splats", quick).seconds_per_step
+    for fixed in (dict(refine_every=0), dict(refine_start=300), dict(iterations=40)):
+        cfg = _with(quick, **fixed)
+        assert cost.estimate("splats", _with(cfg, max_splats=50000)).drivers["splats"] == cfg.num_splats, fixed
+        assert cost.estimate("splats", _with(cfg, max_splats=50000)).total_seconds == \
+            cost.estimate("splats", cfg).total_seconds
+
+
 def test_setup_is_priced():
     """Rendering 100 training views at 256 px is part of the price: memory and time."""
     few = cost.estimate("volume", config("volume", "Quick", num_views=4, image_size=256))
@@ -198,6 +212,11 @@ MATRIX = {
                                                 dict(iterations=2, rays_per_image=8192, harmonic_functions=60,
                                                      hidden=32, points_per_ray=16, views_per_step=2, image_size=32,
                                                      **_FEW)),
+    "splats Quick": ("splats", "Quick", dict(iterations=3, num_views=8)),
+    "splats Full": ("splats", "Full", dict(iterations=2, num_views=8)),
+    "splats near max (40k splats x 40 views per step)": ("splats", "Quick",
+                                                         dict(iterations=2, num_splats=40000, max_splats=40000,
+                                                              views_per_step=40, num_views=40, image_size=32)),
 }
 
 

@@ -17,12 +17,13 @@ import argparse
 import json
 import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..device import pick_device
 from ..methods import METHODS
-from . import summary
+from . import browser, fit, streamed, summary
 from .common import Budgets, LoadSampler, machine, quality_metric, sides
 
 FORMAT = "recon-bench/2"
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m recon.bench", description=(
         "What a user waits for: whole `fit` commands, runs streamed as the page does, and the page in "
         "headless Chromium, for recon's default presets and the tutorial recipes."))
-    ap.add_argument("--quick", action="store_true", help="a smoke run of a few minutes (every budget / 10)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: every budget / 10 (about 6 minutes a method on a 2-core CPU)")
     ap.add_argument("--methods", default=",".join(methods), help=f"comma-separated (default: all: {','.join(methods)})")
     ap.add_argument("--out", default="bench_results", help="folder for bench.json and bench.md (default bench_results)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: RECON_DEVICE, else automatic)")
@@ -115,23 +117,19 @@ def main(argv: list[str] | None = None) -> int:
                     side.clear()
                 side["preset"] = preset
                 if not args.skip_cli:
-                    from .fit import fit_run
-
-                    side["fit"] = fit_run(name, preset, Path(work), budgets.cap(role), device, key, log=_log)
+                    side["fit"] = _guarded(fit.fit_run, name, preset, Path(work), budgets.cap(role), device, key, log=_log)
                     side["fit"]["load"] = load.between(side["fit"]["started"])
                     _save_side(side, result, out)
                 if not args.skip_streamed:
-                    from .streamed import streamed_run
-
-                    side["streamed"] = streamed_run(name, preset, device, budgets.cap(role),
-                                                    score_every_s=budgets.score_every_s,
-                                                    quality_at_s=budgets.quality_at_s, log=_log)
+                    side["streamed"] = _guarded(streamed.streamed_run, name, preset, device, budgets.cap(role),
+                                                score_every_s=budgets.score_every_s,
+                                                quality_at_s=budgets.quality_at_s, log=_log)
                     side["streamed"]["load"] = load.between(side["streamed"]["started"])
                     _save_side(side, result, out)
         if not args.skip_page:
-            from .browser import measure_pages
-
-            page = measure_pages(names, device, budgets.page_window_s, log=_log)
+            page = _guarded(browser.measure_pages, names, device, budgets.page_window_s, log=_log)
+            if "error" in page:
+                page = {"skipped": f"it failed: {page['error']}"}
             for name, p in page.get("methods", {}).items():
                 p["load"] = load.between(p.pop("started", t_start))
             if "skipped" in page or not result.get("page") or "skipped" in result["page"]:
@@ -143,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     result["elapsed_s"] = time.time() - t_start
     _write(resummarise(result), out)
     return 0
+
+
+def _guarded(measure: Callable[..., dict[str, Any]], *args: Any, **kw: Any) -> dict[str, Any]:
+    """One measurement; a failure is recorded (and printed) instead of ending a benchmark of hours."""
+    started = time.time()
+    try:
+        return measure(*args, **kw)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0], "started": started}
 
 
 def _save_side(side: dict[str, Any], result: dict[str, Any], out: Path) -> None:

@@ -1,9 +1,9 @@
 """(b) A run as the page streams it, timed to quality as the full evaluation scores it.
 
 The run is driven through :class:`recon.workbench.Workbench`, the page's own controller, ticking as
-``page.run_stream`` does (status, loss and quality charts, the 3D view and rendered views every 2 s,
-live evaluation, timelapse frames), and every update is serialised as the page's server would send
-it (figures to JSON, the views to PNG). The quality a user would see is scored by a side thread that
+``page.run_stream`` does (the status, the loss and quality charts, the 3D view and rendered views at
+the page's own intervals, live evaluation, timelapse frames), and every update is serialised as the
+page's server would send it (figures to JSON, the views to PNG). The quality a user would see is scored by a side thread that
 asks the runner for a full held-out evaluation (:meth:`recon.runner.Run.request_full_evaluation`)
 every few seconds and at the "after a minute" mark.
 
@@ -64,13 +64,14 @@ class EvalClock:
                           bench=run is not None and not run.poll().scoring, scores={})
             with clock._lock:
                 clock.evals.append(record)
+            scores: dict[str, float] = {}
             try:
                 scores = original(method, live=False)
-                record["scores"] = dict(scores)
                 return scores
-            finally:
+            finally:  # an evaluation cut short by a Stop still took its time; it has no scores
                 with clock._lock:
                     record["seconds"] = time.perf_counter() - record["start"]
+                    record["scores"] = dict(scores)
 
         self.cls.evaluate = evaluate
         return self
@@ -90,9 +91,11 @@ class EvalClock:
         now = time.perf_counter() if now is None else now
         return now - t0 - own_eval_seconds(self.snapshot(), now)
 
-    def bench_count(self) -> int:
+    def bench_done(self) -> tuple[int, float]:
+        """How many of the benchmark's evaluations have finished, and how long the last one took."""
         with self._lock:
-            return sum(e["bench"] for e in self.evals)
+            done = [e["seconds"] for e in self.evals if e["bench"] and e["seconds"] is not None]
+        return len(done), (done[-1] if done else 0.0)
 
 
 def _ask_for_scores(run: Run, clock: EvalClock, t0: float, every: float, marks: list[float],
@@ -105,12 +108,11 @@ def _ask_for_scores(run: Run, clock: EvalClock, t0: float, every: float, marks: 
         now = clock.user_time(t0)
         if now < min([due, *marks[:1]]):
             continue
-        served = clock.bench_count()
+        served, _ = clock.bench_done()
         run.request_full_evaluation()
-        while not done.wait(0.05) and clock.bench_count() == served:
+        while not done.wait(0.05) and clock.bench_done()[0] == served:
             pass
-        last = [e for e in clock.snapshot() if e["bench"]]
-        cost = (last[-1]["seconds"] or 0.0) if last else 0.0
+        cost = clock.bench_done()[1]
         now = clock.user_time(t0)
         marks = [m for m in marks if m > now]
         step = min(every, 2 * step)

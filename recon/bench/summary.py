@@ -92,11 +92,11 @@ def summarise(entry: dict[str, Any], quality_at_s: float) -> dict[str, Any]:
     s["speedup"] = (s["tutorial_time_s"] / s["recon_time_s"]
                     if s["recon_time_s"] and s["tutorial_time_s"] is not None else None)
     s["meets_target"] = None if not tut_final or not rec_rows else bool(s["speedup"] and s["speedup"] >= TARGET_SPEEDUP)
-    # The whole command: comparable only when recon's result is at least as good as the tutorial's.
+    # The whole commands compare only when recon's ran to its end and is at least as good as the tutorial's.
     t_score, r_score = s["tutorial_fit_score"], s["recon_fit_score"]
     s["fit_speedup"] = (s["tutorial_fit_s"] / s["recon_fit_s"]
                         if None not in (t_score, r_score, s["tutorial_fit_s"], s["recon_fit_s"])
-                        and better_or_equal(r_score, t_score, higher) else None)
+                        and not s["recon_fit_capped"] and better_or_equal(r_score, t_score, higher) else None)
     return s
 
 
@@ -132,6 +132,8 @@ def _verdict(s: dict[str, Any], tutorial_s: float) -> str:
         line += f" The tutorial was stopped at {tutorial_s:.0f} s, so its side is the quality it has by then."
     if s["fit_speedup"] is not None:
         line += f" Whole `fit` commands: {s['fit_speedup']:.1f}x sooner, to a result at least as good."
+    elif s["recon_fit_capped"]:
+        line += " Whole `fit` commands: recon's was stopped at its cap too, so they do not compare."
     elif s["recon_fit_score"] is not None and s["tutorial_fit_score"] is not None:
         line += " Whole `fit` commands: recon's default ends below the tutorial's score."
     return line
@@ -218,7 +220,8 @@ def _details(result: dict[str, Any]) -> list[str]:
             if not side:
                 continue
             f, st = side.get("fit") or {}, side.get("streamed") or {}
-            fit = ("-" if not f else f"{f.get('exit_code')}, {_n(f.get('wall_s'))} / {_n(f.get('last_file_s'))}, "
+            fit = ("-" if not f else f"error: {f['error'][:60]}" if "error" in f else
+                   f"{f['exit_code']}, {_n(f.get('wall_s'))} / {_n(f.get('last_file_s'))}, "
                    f"{len(f.get('files') or {})}, {_n(f.get('peak_rss_gb'), 3)} GB")
             if "error" in st:
                 stream, mem = f"error: {st['error'][:60]}", "-"

@@ -37,6 +37,14 @@ extrapolates from the small calibrated sizes to the sliders' maxima:
   rasteriser copies every face into the tiles it touches), tiles per step (time), sphere faces.
 - deform: sphere vertices, points per surface (memory) and point pairs (points^2: the exhaustive
   nearest-neighbour search of the Chamfer loss on a CPU, time).
+- splats: splats x views per step (pulsar keeps one native renderer per view of the batch, each with
+  per-splat buffers, and every view projects and sorts every splat), pixels per step (each renderer's
+  image and per-pixel bookkeeping, the loss) and splats x pixels per step (time: pulsar checks every
+  splat against every block of pixels), the splats (parameters, gradients, Adam state, density
+  statistics) at the largest count the run can reach (``max_splats`` caps density control's growth;
+  steps before the first refinement are priced at the initial count); the setup's carving (candidate
+  points x training views, projected and sampled) and nearest-neighbour radii (splat pairs: an
+  exhaustive search on a CPU, time); the evaluation's held-out renders (splat-views at 128 px).
 
 The target is assumed to be the size of the built-in cow (about 6k faces); an image dataset skips
 the target render, so it is priced a little high.
@@ -86,6 +94,7 @@ LIVE_RAYS = 2048  # recon.methods.volumetric.LIVE_RAYS
 NET_CHUNK = 1 << 18  # recon.methods.nerf.NET_CHUNK
 NERF_DISPLAY = 32  # Nerf.display_resolution
 TILE = 16  # recon.render.TILE
+CARVE_BATCH = 4096  # recon.splatting.init_splats: the fewest candidate points of a carving round
 
 #: The share of a run's time the runner spends on live estimates and snapshots (recon.budget).
 EXTRAS = 0.10
@@ -251,8 +260,40 @@ def _deform(cfg: Any, full: bool = True) -> Workload:
     return Workload({"sphere vertices": verts}, steps, {"sphere vertices": verts})
 
 
+def _first_refinement(cfg: Any) -> int | None:
+    """The first step at which splats' density control runs (recon.splatting's ``DensityController.due``),
+    or None if it never does within the run."""
+    every, start, stop = int(cfg.refine_every), int(cfg.refine_start), int(cfg.refine_stop)
+    if every <= 0:
+        return None
+    first = -(-start // every) * every
+    return first if first <= stop and first < int(cfg.iterations) else None
+
+
+def _splats(cfg: Any, full: bool = True) -> Workload:
+    n, b = _views_count(cfg)
+    s, it, start = int(cfg.image_size), int(cfg.iterations), int(cfg.num_splats)
+    first = _first_refinement(cfg)
+    most = start if first is None else max(start, int(cfg.max_splats))  # growth is capped at max_splats
+    carved = cfg.init == "carved"
+    target = _target_setup(cfg)
+    # carving draws max(4n, 4096) candidates per round and projects them into every training view
+    setup = {**target, "carving points x training views": carved * max(4 * start, CARVE_BATCH) * n,
+             "splat pairs (init)": start * start}
+
+    def step(count: int) -> dict[str, float]:
+        return {"target pixels": target["target pixels"], "splats": count, "splats x views per step": b * count,
+                "pixels per step": b * s * s, "splats x pixels per step": b * s * s * count}
+
+    steps = [(first, step(start)), (it - first, step(most))] if first else [(it, step(most))]
+    # evaluation (live = full): the held-out views at once; the training renderers' buffers stay allocated
+    evaluate = {"target pixels": target["target pixels"], "splats": most, "splats x views per step": b * most,
+                "pixels per step": b * s * s, "evaluation splat-views": HELDOUT_VIEWS * most}
+    return Workload(setup, steps, evaluate)
+
+
 WORKLOADS: dict[str, Callable[..., Workload]] = {
-    "volume": _volume, "nerf": _nerf, "textured_mesh": _textured_mesh, "deform": _deform}
+    "volume": _volume, "nerf": _nerf, "textured_mesh": _textured_mesh, "deform": _deform, "splats": _splats}
 
 
 def workload(method: str, cfg: Any, full: bool = True) -> Workload:

@@ -79,6 +79,40 @@ CALIBRATION: list[dict[str, Any]] = [
     _spec("deform", "deform L2 P20000", True, sphere_level=2, points=20000, coarse_points=20000),
     _spec("deform", "deform L5 P30000", False, sphere_level=5, points=30000, coarse_points=30000),
     _spec("deform", "deform L1 P100", False, sphere_level=1, points=100, coarse_points=100),
+    # splats: splats x views per step, pixels per step, splats x pixels; the setup's carving and neighbours
+    _spec("splats", "splats N5000 S128 B4", True, num_splats=5000, image_size=128, views_per_step=4, **_V),
+    _spec("splats", "splats N50000 S32 B2", True, num_splats=50000, image_size=32, views_per_step=2, **_V),
+    _spec("splats", "splats N2000 S256 B16", True, num_splats=2000, image_size=256, views_per_step=16, num_views=16),
+    _spec("splats", "splats N100 S128 B1 N40 (setup)", True, num_splats=100, image_size=128, views_per_step=1,
+          num_views=40),
+    _spec("splats", "splats N100000 S32 B40 random", False, num_splats=100000, image_size=32, views_per_step=40,
+          num_views=40, init="random"),
+    _spec("splats", "splats N100000 S32 B2", False, num_splats=100000, image_size=32, views_per_step=2, **_V),
+    _spec("splats", "splats N20000 S128 B8", False, num_splats=20000, image_size=128, views_per_step=8, num_views=8),
+    _spec("splats", "splats N30000 S64 B16 random", False, num_splats=30000, image_size=64, views_per_step=16,
+          num_views=16, init="random"),
+    _spec("splats", "splats N10 S32 B1", False, num_splats=10, image_size=32, views_per_step=1, **_V),
+    _spec("splats", "splats N2000 S256 B40", False, num_splats=2000, image_size=256, views_per_step=40, num_views=40),
+    _spec("splats", "splats N20000 S64 N100 (setup)", False, num_splats=20000, image_size=64, views_per_step=1,
+          num_views=100),
+    _spec("splats", "splats N100000 S32 N16 (setup)", False, num_splats=100000, image_size=32, views_per_step=1,
+          num_views=16),
+    _spec("splats", "splats N500 S256 N16 (setup)", False, num_splats=500, image_size=256, views_per_step=1,
+          num_views=16),
 ]
 
-#: The drivers each phase's coefficients multiply (the fit's columns), by method.
+#: The drivers each phase's coefficients multiply (the fit's columns), by method and kind ("memory",
+#: "seconds"): the splats' (the other methods' are in recon.cost.calibrate's MEMORY_DRIVERS and
+#: SECONDS_DRIVERS, which take these in). Splats are fitted on their own setup rows: their setup adds
+#: carving and the initial radii to the image methods' target render.
+FIT_DRIVERS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "splats": {
+        "memory": {"setup": ["target pixels", "pixels rendered at once (targets)", "carving points x training views"],
+                   "step": ["target pixels", "splats", "splats x views per step", "pixels per step"],
+                   "evaluate": ["target pixels", "splats", "splats x views per step", "pixels per step"]},
+        "seconds": {"setup": ["training views", "target pixels", "carving points x training views",
+                              "splat pairs (init)"],
+                    "step": ["splats", "splats x views per step", "pixels per step", "splats x pixels per step"],
+                    "evaluate": ["evaluation splat-views"]},
+    },
+}
