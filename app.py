@@ -10,6 +10,7 @@ and launch it in-process. The public API is two endpoints, ``/fit`` and ``/estim
 
 # No `from __future__ import annotations` here: Gradio finds the `request: gr.Request` parameters by
 # resolving annotations, and string annotations naming the locally imported `gr` cannot be resolved.
+import atexit
 import os
 import threading
 from typing import Any
@@ -232,6 +233,7 @@ def main() -> None:
         threading.Thread(target=page.warm_up, args=(server,), name="recon-warm-up", daemon=True).start()
     demo = build_demo(server=server)
     demo.queue(max_size=int(os.environ.get("RECON_QUEUE_SIZE", "100")), default_concurrency_limit=None)
+    atexit.register(server.shutdown, 10.0)  # runs end before the interpreter does
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), **launch_options(demo))
 

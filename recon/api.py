@@ -61,13 +61,15 @@ def estimate(server: Server, config_text: str) -> dict[str, Any]:
         wb.close()
 
 
-def progress(wb: Workbench) -> dict[str, Any]:
-    """A run's progress as plain JSON: state, iteration, losses, quality, seconds left, message."""
+def progress(wb: Workbench, notes: list[str] | tuple = ()) -> dict[str, Any]:
+    """A run's progress as plain JSON: state, iteration, losses, quality, seconds left, message, and the
+    settings that were adjusted (`notes` from reading the config, then the run's own)."""
     view = wb.run.poll()
     return {"state": view.state, "iteration": view.iteration, "total": view.total, "losses": view.last_loss,
             "live_metrics": view.last_live, "final_metrics": view.final,
             "seconds_left": None if view.eta is None else round(view.eta, 1),
-            "elapsed": round(view.elapsed, 2), "message": view.message}
+            "elapsed": round(view.elapsed, 2), "message": view.message,
+            "adjusted": [*notes, *wb.adjusted]}
 
 
 def fit(server: Server, config_text: str, mesh_path: str | None = None) -> Iterator[tuple[dict, list[str] | None]]:
@@ -79,18 +81,18 @@ def fit(server: Server, config_text: str, mesh_path: str | None = None) -> Itera
     wb = Workbench(server)
     try:
         try:
-            method, target, values, _ = _request(wb, config_text, mesh_path)
+            method, target, values, notes = _request(wb, config_text, mesh_path)
         except ValueError as exc:  # AssetError, DatasetError: a bad mesh file
             raise ApiError(str(exc)) from None
         update = wb.start(method, target, values)
         if update.done:  # refused or failed before starting: say why as an error
             raise ApiError(update.status.split(" · ", 1)[-1])
         while not update.done:
-            yield progress(wb), None
+            yield progress(wb, notes), None
             update = wb.tick()
-        files, notes = wb.export()
+        files, written = wb.export()
         extras, more = wb.export(extras=True)
-        final = {**progress(wb), "notes": notes + more}
+        final = {**progress(wb, notes), "notes": written + more}
         yield final, [str(p) for p in {**files, **extras}.values()]
     finally:
         wb.close()

@@ -76,6 +76,20 @@ class Limits:
     seconds: float | None = None  # active time: setup, steps and extras, not pauses
     source: str = ""  # where the limits come from, for the messages ("RECON_RUN_MAX_SECONDS=600")
 
+    def breached(self, active_seconds: float, memory_used: Callable[[], int]) -> str | None:
+        """Why a run that has worked `active_seconds` and grown by `memory_used()` bytes must stop, if it must."""
+        where = f"; {self.source}" if self.source else ""
+        if self.seconds is not None and active_seconds > self.seconds:
+            return f"Stopped at the time limit ({self.seconds:.0f} s of work per run on this server{where}). " \
+                   "What was fitted is kept."
+        if self.memory_bytes is not None:
+            used = memory_used()
+            if used > self.memory_bytes:
+                return (f"Stopped at the memory limit: the run used {used / 2**30:.1f} GB, over the "
+                        f"{self.memory_bytes / 2**30:.1f} GB a run may use on this server{where}. What was "
+                        "fitted is kept; try smaller images, grids or fewer views per step.")
+        return None
+
 
 class RunSlots:
     """A first-come, first-served cap on runs that work at once (setup, steps, final scoring)."""

@@ -10,6 +10,9 @@ is priced before it starts (memory and time, :mod:`recon.cost`) and refused when
 this machine (``--force`` runs it anyway). A target is a built-in name, a mesh file, or a multi-view
 dataset (a folder or a .zip in the NeRF-synthetic layout). Any bad argument ends with a one-line
 message and exit status 2; a run that fails exits with 1.
+
+The subcommands import what they use when they run (no cycle is behind it): ``--help`` and a bad
+argument answer at once, without loading torch and PyTorch3D.
 """
 
 from __future__ import annotations

@@ -64,6 +64,30 @@ def _tile_for(size: int, tile: int) -> int | None:
     return None
 
 
+#: The work of one call of PyTorch3D's CPU rasteriser, in seconds of a 2-core CPU. Its C++ forward and
+#: backward hold Python's GIL for the whole call, so one big call freezes the page's server thread (Stop,
+#: Pause) for as long: the tiles are rasterised in groups of about this much work. Measured: the
+#: forward costs ~30 ns per face-pixel pair, the backward ~9 us per pixel and face layer (K).
+RASTER_CALL_S = 0.02
+FORWARD_S, BACKWARD_S = 3e-8, 9e-6
+
+
+def _tile_groups(counts: list[int], pixels: int, layers: int) -> list[tuple[int, int]]:
+    """Runs [a, b) of consecutive tiles, each group about RASTER_CALL_S of work (all at once when
+    `pixels` is 0: a GPU call releases the GIL)."""
+    if not pixels:
+        return [(0, len(counts))]
+    groups, a, work = [], 0, 0.0
+    for i, c in enumerate(counts):
+        cost = pixels * (c * FORWARD_S + layers * BACKWARD_S)
+        if work and work + cost > RASTER_CALL_S:
+            groups.append((a, i))
+            a, work = i, 0.0
+        work += cost
+    groups.append((a, len(counts)))
+    return groups
+
+
 def _rasterize_tiled(meshes_ndc: Meshes, image_size: int, tile: int, blur_radius: float, faces_per_pixel: int,
                      **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``rasterize_meshes`` of `meshes_ndc` (already in NDC), tile by tile; same outputs.
@@ -103,9 +127,20 @@ def _rasterize_tiled(meshes_ndc: Meshes, image_size: int, tile: int, blur_radius
     fv = torch.cat([(fv[..., :2] - shift) * s, fv[..., 2:]], -1)
     verts = list(fv.reshape(-1, 3).split((counts * 3).tolist()))
     faces = [torch.arange(3 * int(c), device=device).view(-1, 3) for c in counts.tolist()]
-    tiles = Meshes(verts=verts, faces=faces)
-    p2f, zbuf, bary, dists = rasterize_meshes(tiles, image_size=t, blur_radius=blur_radius * s * s,
-                                              faces_per_pixel=faces_per_pixel, bin_size=0, **kwargs)
+    outs, first_face = [], 0
+    for a, b in _tile_groups(counts.tolist(), t * t if device.type == "cpu" else 0, faces_per_pixel):
+        if not int(counts[a:b].sum()):  # PyTorch3D returns no rows for an all-empty batch: pad with -1
+            empty = torch.full((b - a, t, t, faces_per_pixel), -1, device=device)
+            outs.append((empty.long(), empty.float(), empty.float()[..., None].expand(-1, -1, -1, -1, 3),
+                         empty.float()))
+            continue
+        group = rasterize_meshes(Meshes(verts=verts[a:b], faces=faces[a:b]), image_size=t,
+                                 blur_radius=blur_radius * s * s, faces_per_pixel=faces_per_pixel, bin_size=0,
+                                 **kwargs)
+        # the group's packed face ids -> the ids among all tiles' faces
+        outs.append((torch.where(group[0] >= 0, group[0] + first_face, group[0]), *group[1:]))
+        first_face += int(counts[a:b].sum())
+    p2f, zbuf, bary, dists = (torch.cat(parts) if len(outs) > 1 else parts[0] for parts in zip(*outs))
     # (B * n_t * n_t, t, t, K) -> (B, S, S, K); tile-local face ids -> the input's packed face ids
     valid = p2f >= 0
     p2f = torch.where(valid, f_idx[p2f.clamp(min=0)], p2f)

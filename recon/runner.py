@@ -14,15 +14,16 @@ snapshots) is abandoned at its next chunk (:mod:`recon.worker`).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import math
 import threading
 import time
 import traceback
+import weakref
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from .budget import (
@@ -43,6 +44,7 @@ from .runlog import FINISHED, Cursor, RunLog, RunView
 from .worker import Interrupted, watching
 
 _tickets = iter(range(1, 2**62))
+_started: weakref.WeakSet[Run] = weakref.WeakSet()  # every run whose worker was started
 _ticket_lock = threading.Lock()
 
 
@@ -97,6 +99,7 @@ class Run:
 
     # --- control (any thread; each returns at once) ------------------------------------------
     def start(self) -> Run:
+        _started.add(self)
         self._thread.start()
         return self
 
@@ -200,19 +203,7 @@ class Run:
         return over
 
     def _over_budget(self) -> str | None:
-        lim = self.limits
-        if lim.seconds is not None:
-            if self.log.active_seconds() > lim.seconds:
-                return (f"Stopped at the time limit ({lim.seconds:.0f} s of work per run on this server"
-                        f"{'; ' + lim.source if lim.source else ''}). What was fitted is kept.")
-        if lim.memory_bytes is not None:
-            used = self._memory_used()
-            if used > lim.memory_bytes:
-                return (f"Stopped at the memory limit: the run used {used / 2**30:.1f} GB, over the "
-                        f"{lim.memory_bytes / 2**30:.1f} GB a run may use on this server"
-                        f"{'; ' + lim.source if lim.source else ''}. What was fitted is kept; "
-                        "try smaller images, grids or fewer views per step.")
-        return None
+        return self.limits.breached(self.log.active_seconds(), self._memory_used)
 
     def _memory_used(self) -> int:
         if self.device.type == "cuda":
@@ -371,16 +362,7 @@ class Run:
         snap.iteration = self.log.iteration
         self.log.set_snapshot(snap)
         if timelapse and not (self.timelapse and self.timelapse[-1].iteration == snap.iteration):
-            self._keep_frame(snap)
-
-    def _keep_frame(self, snap: Snapshot) -> None:
-        """Keep only what a timelapse frame needs: the mesh (its faces shared when unchanged) or the render."""
-        mesh = snap.mesh
-        prev = self.timelapse[-1].mesh if self.timelapse else None
-        if mesh is not None and prev is not None and np.array_equal(mesh.faces, prev.faces):
-            mesh = dataclasses.replace(mesh, faces=prev.faces)
-        images = {"render": snap.images["render"]} if "render" in snap.images else {}
-        self.timelapse.append(Snapshot(iteration=snap.iteration, mesh=mesh, images=images, view=snap.view))
+            self.timelapse.append(snap.frame(self.timelapse[-1] if self.timelapse else None))
 
     def _apply_pending(self, method: Method) -> None:
         with self._lock:
@@ -391,6 +373,18 @@ class Run:
         self.cfg = dataclasses.replace(self.cfg, **changes)
         for name, value in changes.items():
             self.log.add_event(name, value)
+
+
+@atexit.register
+def _close_at_exit(timeout: float = 30.0) -> None:
+    """At interpreter exit, close every run and wait for its worker to leave torch: a daemon thread
+    still inside torch's C++ when Python finalises aborts the whole process (std::terminate)."""
+    runs = [run for run in list(_started) if run.alive]
+    for run in runs:
+        run.close()
+    deadline = time.monotonic() + timeout
+    for run in runs:
+        run.join(max(0.0, deadline - time.monotonic()))
 
 
 def _free(device: torch.device) -> None:

@@ -16,6 +16,7 @@ Everything comes from the environment, read once when the page is built (never a
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable
@@ -103,6 +104,17 @@ class Server:
         #: How many runs wait in line for a slot (set by the page: Gradio's queue knows).
         self.waiting: Callable[[], int] = lambda: 0
         self.sessions: weakref.WeakSet[Any] = weakref.WeakSet()  # open sessions, for diagnostics and tests
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Close every session and wait (up to `timeout` s in all) for their runs' workers to end, so that
+        no worker is inside torch when the process exits."""
+        sessions = list(self.sessions)
+        runs = [wb.run for wb in sessions if wb.run is not None]
+        for wb in sessions:
+            wb.close()
+        deadline = time.monotonic() + timeout
+        for run in runs:
+            run.wait_settled(max(0.0, deadline - time.monotonic()))
 
     def fits(self, est: Any) -> bool:
         """Whether a run priced at `est` (:class:`recon.cost.Estimate`) is within one run's limits."""

@@ -108,8 +108,8 @@ def loss_figure(history: Sequence[dict], events: Sequence[dict] = (), overlays: 
 
 
 def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], live_note: str = "",
-                   height: int = 240) -> Figure:
-    """Held-out quality against iteration, one y axis per measure (up to two).
+                   height: int = 300) -> Figure:
+    """Held-out quality against iteration, one y axis per measure (up to two), the legend below.
 
     The live estimate (keys ``live_<metric>``) is a line, labelled with what it measures; the full
     score (the metric's own key, at the end of a run or when asked for) is a large marker on it.
@@ -122,13 +122,16 @@ def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], l
         full = [r for r in metric_history if key in r]
         if live:
             data.append(dict(type="scatter", x=[r["iteration"] for r in live], y=[r[LIVE + key] for r in live],
-                             mode="lines+markers", name=f"{m.short} (live estimate)", yaxis=axis,
+                             mode="lines+markers", yaxis=axis,
+                             name=f"{m.short} (live estimate{': ' + live_note if live_note and i == 0 else ''})",
                              line=dict(color=color), marker=dict(size=4)))
         if full:
             data.append(dict(type="scatter", x=[r["iteration"] for r in full], y=[r[key] for r in full],
                              mode="markers", name=f"{m.short} (full score)", yaxis=axis,
                              marker=dict(color=color, size=11, symbol="diamond", line=dict(color="#222", width=1))))
-    layout = _base_layout("Held-out quality", height)
+    layout = _base_layout("", height)  # the panel's label names it; the long legend goes below
+    layout["margin"] = dict(l=50, r=55 if len(keys) > 1 else 10, t=14, b=110)
+    layout["legend"] = dict(orientation="h", x=0, xanchor="left", y=-0.32, yanchor="top", font=dict(size=10))
     if keys:
         first = metrics[keys[0]]
         layout["yaxis"]["title"] = dict(text=first.label)
@@ -136,13 +139,8 @@ def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], l
             layout["yaxis"]["type"] = "log"
     if len(keys) > 1:
         layout["yaxis2"] = dict(title=dict(text=metrics[keys[1]].label), overlaying="y", side="right", showgrid=False)
-    if live_note:
-        layout["annotations"] = [dict(text=f"live estimate: {live_note}; ◆ full score", showarrow=False, x=0,
-                                      y=-0.28, xref="paper", yref="paper", xanchor="left",
-                                      font=dict(size=10, color="#666"))]
-        layout["margin"] = dict(layout["margin"], b=58)
     if not data:
-        layout.setdefault("annotations", []).append(_note("Quality is measured while the run goes"))
+        layout["annotations"] = [_note("Quality is measured while the run goes")]
     return Figure(data=data, layout=layout)
 
 

@@ -76,6 +76,7 @@ class _Watch:
     metrics: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)  # what was adjusted at the start
+    price: str = ""  # the estimate the run was started with
     scene_seq: int = -1
     scene_at: float = 0.0
     charts_at: float = 0.0
@@ -105,6 +106,11 @@ class Workbench:
     @property
     def run(self) -> Run | None:
         return self._watch.run if self._watch else None
+
+    @property
+    def adjusted(self) -> list[str]:
+        """What was changed in the current run's settings as it started (clamped values and the like)."""
+        return list(self._watch.messages) if self._watch else []
 
     # --- targets ----------------------------------------------------------------------------
     def preview(self, name: str) -> tuple[vis.Figure | None, str]:
@@ -175,7 +181,7 @@ class Workbench:
             self._end_run()
             run = Run(cls, target, cfg, self.server.device, slots=self.server.slots, limits=self.server.limits)
             source = "builtin" if self.targets.is_builtin(target_name) else "upload"
-            self._watch = _Watch(run, target.name, source, messages=messages + [f"estimate: {est.describe()}"])
+            self._watch = _Watch(run, target.name, source, messages=messages, price=est.describe())
             run.start()
         return self.tick(wait=False)
 
@@ -254,6 +260,8 @@ class Workbench:
     def _status(self, w: _Watch, view: RunView) -> str:
         cls = w.run.method_cls
         text = status_text(view, cls.metrics, self.server.device_name, self.server.max_runs)
+        if w.price:
+            text += f"\npriced at {w.price}"
         if w.messages:  # API clients never see toasts: repeat what was adjusted
             text += "\nadjusted: " + "; ".join(w.messages)
         if w.events:

@@ -49,6 +49,7 @@ def live_app():
     demo, url = launch()
     yield demo, url
     demo.close()
+    demo.recon_server.shutdown()  # no run's worker may still be inside torch when the tests end
 
 
 def config_json(method: str = "deform", target: str = "cow", **settings) -> str:

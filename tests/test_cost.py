@@ -1,9 +1,9 @@
 """Every run is priced before it starts (recon.cost): the estimates, the refusal message, and a matrix
 of real runs whose measured peak memory each estimate must match within a factor of 1.5.
 
-The matrix runs every method at its default preset, its Tutorial preset and near-maximum settings,
-each scaled down to run in seconds (2-3 iterations, fewer training views, smaller sizes while the big
-knobs stay big), in fresh processes two at a time: about 2-3 minutes on a 2-core CPU in all.
+The matrix runs every method at its default preset, its Tutorial preset (splats: Full) and near-maximum
+settings, each scaled down to run in seconds (2-3 iterations, fewer training views, smaller sizes while
+the big knobs stay big), in fresh processes two at a time: about 2-3 minutes on a 2-core CPU in all.
 """
 
 from __future__ import annotations
@@ -79,7 +79,10 @@ def test_splats_are_priced_at_the_largest_count():
     the evaluation, are priced at that count; a run that never refines keeps its initial count."""
     quick = config("splats", "Quick")
     grown = cost.estimate("splats", _with(quick, max_splats=50000))
-    assert grown.memory_bytes > cost.estimate("splats", quick).memory_bytes
+    # the peak is often the setup's (the target render): the steps' own price must grow with the count
+    assert cost.phase_memory("splats", _with(quick, max_splats=50000))["step"] > \
+        cost.phase_memory("splats", quick)["step"]
+    assert grown.memory_bytes >= cost.estimate("splats", quick).memory_bytes
     assert grown.drivers["splats"] == 50000 and grown.seconds_per_step > cost.estimate("splats", quick).seconds_per_step
     for fixed in (dict(refine_every=0), dict(refine_start=300), dict(iterations=40)):
         cfg = _with(quick, **fixed)
@@ -187,9 +190,10 @@ def test_advice_when_it_fits():
 # --- the matrix: estimates against measured runs -------------------------------------------------------------
 
 _FEW = dict(num_views=4)  # a short target render (the training views' own price is calibrated in recon.cost)
-#: label -> (method, preset, overrides): every method at its default preset, its Tutorial preset and
-#: near-maximum settings, scaled to run in seconds on a CPU (the full evaluation always renders five
-#: held-out views at 128 px, so the ray-marched ones keep few points per ray or a small network).
+#: label -> (method, preset, overrides): every method at its default preset, its Tutorial preset (splats,
+#: which has none: Full) and near-maximum settings, scaled to run in seconds on a CPU (the full evaluation
+#: always renders five held-out views at 128 px, so the ray-marched ones keep few points per ray or a
+#: small network).
 MATRIX = {
     "deform Fast": ("deform", "Fast", dict(iterations=3)),
     "deform Tutorial": ("deform", "Tutorial", dict(iterations=3)),

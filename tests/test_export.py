@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from recon import config, export
-from recon.params import validate
 from recon.methods.base import MeshData, Snapshot
+from recon.params import validate
 
 
 def small_mesh(seed: int = 0) -> MeshData:

@@ -197,6 +197,30 @@ def test_a_paused_run_gives_its_slot_up_to_a_waiting_one(server, page):
     assert "Traceback" not in server.log_path.read_text()
 
 
+def test_leaving_mid_run_and_a_billion_iterations_free_the_slot_and_log_no_traceback(server, browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    page.goto(server.url)
+    page.locator("#run").click()
+    status = page.locator("#status textarea")
+    page.wait_for_function("el => el.value.startsWith('running')", arg=status.element_handle(), timeout=60_000)
+    ctx.close()  # the visitor navigates away mid-stream: their run stops and the slot comes free
+    client = Client(server.url, verbose=False)
+    job = client.submit(config_json(**{**LONG, "iterations": 1e9}), None, api_name="/fit")
+    deadline = time.monotonic() + 60
+    while not any(o[0]["state"] == "running" for o in job.outputs()):
+        assert time.monotonic() < deadline, job.outputs()[-1:]
+        time.sleep(0.05)
+    first = job.outputs()[0][0]
+    assert first["total"] <= 100_000 and "iterations" in " ".join(first["adjusted"]).lower(), first
+    job.cancel()
+    client.predict(config_json(**QUICK), None, api_name="/fit")  # the slot is free again
+    client.close()
+    time.sleep(1)
+    log = server.log_path.read_text()
+    assert "Traceback" not in log and "Exception in ASGI" not in log, log[-3000:]
+
+
 def test_estimate_and_the_page_answer_within_a_second_while_45_runs_wait(tmp_path, browser):
     srv = Server(tmp_path)
     try:

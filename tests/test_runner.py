@@ -3,10 +3,14 @@ time share between steps and extras, errors as a status, and slots that queue.""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,8 @@ from recon.metrics import Metric
 from recon.params import knob
 from recon.runner import Run
 from recon.worker import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -309,3 +315,23 @@ def test_no_snapshot_after_a_stop():
     assert run.wait_settled(5)
     assert run.latest_snapshot()[0] <= seq_at_stop + 1  # at most the one a step under way was finishing
     assert run.poll().metrics[-1]["iteration"] == run.poll().iteration  # scored where it stopped
+
+
+def test_the_process_exits_cleanly_with_a_run_under_way(tmp_path):
+    """A worker still inside torch when Python finalises would abort the process (std::terminate):
+    the runner closes its runs at exit, so a script that never stops its run ends with status 0."""
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import time, torch\n"
+        "from recon.methods import get_method, preset_values\n"
+        "from recon.runner import Run\n"
+        "from recon.assets import load_builtin\n"
+        "cls = get_method('deform')\n"
+        "cfg = cls.Config(**{**preset_values('deform'), 'iterations': 100000})\n"
+        "run = Run(cls, load_builtin('cow'), cfg, torch.device('cpu')).start()\n"
+        "while run.poll().iteration < 3: time.sleep(0.05)\n"
+        "print('left running', flush=True)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and "left running" in proc.stdout, proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr

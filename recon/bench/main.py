@@ -14,6 +14,7 @@ from the streamed run, else from the fit (setup then 0: not measured).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         "headless Chromium, for recon's default presets and the tutorial recipes."))
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: every budget / 10 (about 6 minutes a method on a 2-core CPU)")
+    ap.add_argument("--cap", type=float, default=None, metavar="SECONDS",
+                    help="stop each run after this many seconds of the user's time (default 600; 60 with --quick)")
     ap.add_argument("--methods", default=",".join(methods), help=f"comma-separated (default: all: {','.join(methods)})")
     ap.add_argument("--out", default="bench_results", help="folder for bench.json and bench.md (default bench_results)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: RECON_DEVICE, else automatic)")
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     device = pick_device(args.device)
     budgets = Budgets.for_run(args.quick)
+    if args.cap is not None:
+        if args.cap < 30:
+            ap.error("--cap must be at least 30 seconds")
+        budgets = dataclasses.replace(budgets, tutorial_s=args.cap, recon_s=args.cap)
     out.mkdir(parents=True, exist_ok=True)
     partial = args.skip_cli or args.skip_streamed or args.skip_page or set(names) != set(METHODS)
     kept = _load(out) if partial else None

@@ -9,6 +9,7 @@
 
 from .advice import _short as advice_short
 from .advice import advice, fits
-from .model import EXTRAS, Estimate, estimate, human_bytes, human_seconds
+from .model import EXTRAS, Estimate, estimate, human_bytes, human_seconds, phase_memory
 
-__all__ = ["EXTRAS", "Estimate", "advice", "advice_short", "estimate", "fits", "human_bytes", "human_seconds"]
+__all__ = ["EXTRAS", "Estimate", "advice", "advice_short", "estimate", "fits", "human_bytes", "human_seconds",
+           "phase_memory"]

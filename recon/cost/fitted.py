@@ -25,7 +25,15 @@ QUIET_FACTORS: dict[str, dict[str, float]] = {
         'scale': 0.2734,
         'const': 0,
         'loaded_const': 0.1161,
-        'setup': 0.6863}}
+        'setup': 0.6863},
+    # No quiet benchmark of splats (bench_results/bench.json has none): their seconds are kept as measured
+    # (the fastest of 3 tries, mostly at load 1.1-1.5; steps on one intra-op thread, which a busy
+    # second core slows less than the others' two-thread steps), so this maps them onto themselves.
+    'splats': {
+        'scale': 1,
+        'const': 0.002527,
+        'loaded_const': 0.002527,
+        'setup': 1}}
 
 # --- the fitted coefficients ---------------------------------------------------------------------------
 # Fitted on 2026-11-30 by `python -m recon.cost --calibrate --jobs 2` (which reproduces them; see the
@@ -35,6 +43,10 @@ QUIET_FACTORS: dict[str, dict[str, float]] = {
 # the cow, per phase; seconds: the fastest of 2-3 tries at load average 2.6-7.8, mapped to the quiet
 # machine by QUIET_FACTORS (the benchmark of 2026-11-21). Units: bytes, seconds, per unit of each
 # driver ("const": per run). Every config's peak memory is estimated within 0.89-1.19x of measured.
+# splats: fitted on 2026-11-30 by `python -m recon.cost --calibrate --only splats` (the columns in
+# recon.cost.specs.FIT_DRIVERS), same machine, 15 configs; memory runs at load 1.2-4.4, seconds the fastest
+# of 3-4 tries (mostly at load 0.6-1.5); every peak within 0.88-1.19x of measured. Seconds not mapped to a
+# quiet benchmark (there is none of splats; see QUIET_FACTORS).
 COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
     'volume': {
         'memory': {
@@ -156,6 +168,39 @@ COEFFICIENTS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                 'point pairs per step': 6.99e-10},
             'evaluate': {
                 'const': 0.1948,
-                'sphere vertices': 1.161e-06}}}}
-
-
+                'sphere vertices': 1.161e-06}}},
+    'splats': {
+        'memory': {
+            'setup': {
+                'const': 3.608e+08,
+                'target pixels': 122.7,
+                'pixels rendered at once (targets)': 1759,
+                'carving points x training views beyond the reused': 75.29},
+            'step': {
+                'const': 1.956e+08,
+                'target pixels': 103.5,
+                'splats': 379.5,
+                'splats x views per step': 7.353,
+                'pixels per step': 251.5},
+            'evaluate': {
+                'const': 2.083e+08,
+                'target pixels': 50.15,
+                'splats': 223.4,
+                'splats x views per step': 10.9,
+                'pixels per step': 210.9}},
+        'seconds': {
+            'setup': {
+                'const': 0.9617,
+                'training views': 0.1052,
+                'target pixels': 4.425e-06,
+                'carving points x training views': 3.873e-07,
+                'splat pairs (init)': 2.569e-09},
+            'step': {
+                'const': 0.002527,
+                'splats': 3.451e-07,
+                'splats x views per step': 8.764e-07,
+                'pixels per step': 1.562e-07,
+                'splats x pixels per step': 3.339e-10},
+            'evaluate': {
+                'const': 0.01266,
+                'evaluation splat-views': 5.633e-06}}}}

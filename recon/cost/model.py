@@ -43,8 +43,9 @@ extrapolates from the small calibrated sizes to the sliders' maxima:
   splat against every block of pixels), the splats (parameters, gradients, Adam state, density
   statistics) at the largest count the run can reach (``max_splats`` caps density control's growth;
   steps before the first refinement are priced at the initial count); the setup's carving (candidate
-  points x training views, projected and sampled) and nearest-neighbour radii (splat pairs: an
-  exhaustive search on a CPU, time); the evaluation's held-out renders (splat-views at 128 px).
+  points x training views, projected and sampled; for memory only beyond what fits in the memory the
+  target render left allocated) and nearest-neighbour radii (splat pairs: an exhaustive search on a
+  CPU, time); the evaluation's held-out renders (splat-views at 128 px).
 
 The target is assumed to be the size of the built-in cow (about 6k faces); an image dataset skips
 the target render, so it is priced a little high.
@@ -95,6 +96,9 @@ NET_CHUNK = 1 << 18  # recon.methods.nerf.NET_CHUNK
 NERF_DISPLAY = 32  # Nerf.display_resolution
 TILE = 16  # recon.render.TILE
 CARVE_BATCH = 4096  # recon.splatting.init_splats: the fewest candidate points of a carving round
+#: Candidate points x views of a carving round whose arrays fit in the memory the target render left
+#: allocated (measured: the setup's peak grows ~75 bytes per candidate-view beyond about this, hardly below).
+CARVE_REUSED = 4_000_000
 
 #: The share of a run's time the runner spends on live estimates and snapshots (recon.budget).
 EXTRAS = 0.10
@@ -278,7 +282,9 @@ def _splats(cfg: Any, full: bool = True) -> Workload:
     carved = cfg.init == "carved"
     target = _target_setup(cfg)
     # carving draws max(4n, 4096) candidates per round and projects them into every training view
-    setup = {**target, "carving points x training views": carved * max(4 * start, CARVE_BATCH) * n,
+    carving = carved * max(4 * start, CARVE_BATCH) * n
+    setup = {**target, "carving points x training views": carving,
+             "carving points x training views beyond the reused": max(0, carving - CARVE_REUSED),
              "splat pairs (init)": start * start}
 
     def step(count: int) -> dict[str, float]:

@@ -99,6 +99,10 @@ CALIBRATION: list[dict[str, Any]] = [
           num_views=16),
     _spec("splats", "splats N500 S256 N16 (setup)", False, num_splats=500, image_size=256, views_per_step=1,
           num_views=16),
+    _spec("splats", "splats N100000 S32 N40 (setup)", False, num_splats=100000, image_size=32, views_per_step=1,
+          num_views=40),
+    _spec("splats", "splats N100000 S32 N100 (setup)", False, num_splats=100000, image_size=32, views_per_step=1,
+          num_views=100),
 ]
 
 #: The drivers each phase's coefficients multiply (the fit's columns), by method and kind ("memory",
@@ -107,7 +111,8 @@ CALIBRATION: list[dict[str, Any]] = [
 #: carving and the initial radii to the image methods' target render.
 FIT_DRIVERS: dict[str, dict[str, dict[str, list[str]]]] = {
     "splats": {
-        "memory": {"setup": ["target pixels", "pixels rendered at once (targets)", "carving points x training views"],
+        "memory": {"setup": ["target pixels", "pixels rendered at once (targets)",
+                             "carving points x training views beyond the reused"],
                    "step": ["target pixels", "splats", "splats x views per step", "pixels per step"],
                    "evaluate": ["target pixels", "splats", "splats x views per step", "pixels per step"]},
         "seconds": {"setup": ["training views", "target pixels", "carving points x training views",

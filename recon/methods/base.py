@@ -59,6 +59,15 @@ class Snapshot:
         arrays = [self.mesh.verts if self.mesh is not None else None, self.points.xyz if self.points else None]
         return all(np.isfinite(a).all() for a in arrays if a is not None)
 
+    def frame(self, previous: Snapshot | None) -> Snapshot:
+        """What a timelapse frame keeps: the mesh (its faces shared with `previous` when unchanged) or the render."""
+        mesh = self.mesh
+        if mesh is not None and previous is not None and previous.mesh is not None \
+                and np.array_equal(mesh.faces, previous.mesh.faces):
+            mesh = dataclasses.replace(mesh, faces=previous.mesh.faces)
+        images = {"render": self.images["render"]} if "render" in self.images else {}
+        return Snapshot(iteration=self.iteration, mesh=mesh, images=images, view=self.view)
+
 
 @dataclass
 class Result:
