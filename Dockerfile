@@ -5,9 +5,10 @@
 # One image for both: torch 2.11.0 from PyPI is the CUDA build and brings its own CUDA runtime, so it
 # uses a GPU when the container is given one and falls back to the CPU otherwise.
 #
-# The base image is pinned to a Python patch release on Debian 12; for a byte-identical base, add its
-# digest (`docker buildx imagetools inspect python:3.11.13-slim-bookworm`) as `FROM ...@sha256:<digest>`.
-FROM python:3.11.13-slim-bookworm
+# The base image is pinned to a Python patch release on Debian 12 and to its multi-platform manifest
+# digest (`docker buildx imagetools inspect python:3.11.13-slim-bookworm` shows it), so every build
+# starts from the same bytes.
+FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

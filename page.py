@@ -200,7 +200,7 @@ def after_run(n_locked: int) -> Callable:
 
 def export_core(wb: Workbench, threshold: float | None):
     files, notes = wb.export(threshold)
-    model = files.get("splat_ply") or files.get("glb")
+    model = files.pop("viewer_ply", None) or files.get("glb")  # splats: framed for the viewer (not a download)
     return (wb, None if model is None else str(model), [str(p) for p in files.values()] or None,
             " ".join(f"⚠️ {n}" for n in notes))
 

@@ -93,6 +93,7 @@ def fit(server: Server, config_text: str, mesh_path: str | None = None) -> Itera
         files, written = wb.export()
         extras, more = wb.export(extras=True)
         final = {**progress(wb, notes), "notes": written + more}
+        files.pop("viewer_ply", None)  # the page's display copy, not a result
         yield final, [str(p) for p in {**files, **extras}.values()]
     finally:
         wb.close()

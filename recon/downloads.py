@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .export import export_core, export_extras
+from .splatting import write_viewer_copy
 
 #: Bytes of downloads a session may hold.
 EXPORT_QUOTA = 200 * 2**20
@@ -42,7 +43,11 @@ class Downloads:
                 if not extras:
                     for old in self.folder().iterdir():  # only the latest run's files are kept
                         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-                    return export_core(run, out, target, source, threshold=threshold, notes=notes), notes
+                    files = export_core(run, out, target, source, threshold=threshold, notes=notes)
+                    if "splat_ply" in files:  # framed for the page's splat viewer; the download stays as fitted
+                        ply = files["splat_ply"]
+                        files["viewer_ply"] = write_viewer_copy(ply, out / "viewer" / f"{ply.stem}_framed_for_viewer.ply")
+                    return files, notes
                 cpu = run.device.type == "cpu"  # a NeRF turntable costs minutes at full size on a CPU
                 files = export_extras(run, out, target, frames=24 if cpu else 36, size=96 if cpu else 128, notes=notes)
                 if sum(p.stat().st_size for p in self.folder().rglob("*") if p.is_file()) > EXPORT_QUOTA:

@@ -355,7 +355,7 @@ class Workbench:
     # --- files ------------------------------------------------------------------------------
     def export(self, threshold: float | None = None, extras: bool = False) -> tuple[dict[str, Path], list[str]]:
         """The finished run's core files (replacing the previous export), or with `extras` its videos;
-        returns (kind -> path, notes)."""
+        returns (kind -> path, notes). Splats add "viewer_ply", their framing for the page's viewer."""
         w = self._watch
         if w is None or not w.run.wait_settled(0) or self._closed:
             return {}, []

@@ -187,12 +187,13 @@ def test_page_figures_from_the_recorders_log():
                loss=[[500.0, "[]", 0], [2500.0, "a", 1], [3000.0, "b", 2], [3500.0, "c", 3], [12900.0, "d", 9]],
                quality=[[500.0, "[]", 0], [4000.0, "q", 1], [9000.0, "r", 2]],
                status=[[500.0, "idle"], [1200.0, "setup"], [2000.0, "running"], [13300.0, "stopping"],
-                       [14000.0, "stopped"]])
+                       [14000.0, "stopped"]], files=16500.0)
     f = figures(rec, window_s=6.0)
     assert (f["first_loss_s"], f["first_quality_s"]) == (1.5, 3.0)
     assert f["window_s"] == 6.0 and (f["loss_updates"], f["quality_updates"]) == (2, 1)  # in (2.5 s, 8.5 s] of the page
     assert f["loss_updates_per_min"] == 20.0
     assert (f["stopping_s"], f["stopped_s"], f["state_at_stop"]) == (0.3, 1.0, "running")
+    assert f["files_after_stopped_s"] == 2.5
     short = figures({**rec, "clicks": {"run": 1000.0, "stop": 5500.0}}, window_s=30.0)
     assert short["window_s"] == 3.0  # stopped before the window was over: counted until Stop
     never = figures({**rec, "loss": [[500.0, "[]", 0]], "clicks": {"run": 1000.0}}, window_s=6.0)
@@ -206,3 +207,4 @@ def test_the_page_is_timed_in_chromium():
     assert "error" not in p, p
     assert p["preset"] == "Fast" and p["first_loss_s"] is not None and p["loss_updates_per_min"] is not None
     assert p["stopped_s"] is not None and p["stopping_s"] <= p["stopped_s"]
+    assert p["files_after_stopped_s"] is not None  # the download list came

@@ -245,3 +245,21 @@ def test_render_conventions(cow):
     s = splatting.SplatParams.from_values(pts[:500], torch.full((500, 3), 0.5), torch.full((500,), 0.05), 0.5)
     splatting.render(s, cams, 48, gamma=0.1)[..., :3].sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in s.tensors().values())
+
+
+def test_the_viewer_copy_frames_the_splats_and_leaves_the_download_as_fitted(tmp_path):
+    rng = np.random.default_rng(0)
+    pos = (rng.normal(size=(500, 3)) * 0.6 + [0.2, 0.5, -0.1]).astype(np.float32)
+    rgb, op, rad = rng.uniform(size=(500, 3)), rng.uniform(0.1, 0.9, 500), rng.uniform(0.01, 0.05, 500)
+    fitted = splatting.write_splat_ply(tmp_path / "s.ply", pos, rgb, op, rad)
+    before = fitted.read_bytes()
+    view = splatting.write_viewer_copy(fitted, tmp_path / "viewer" / "s.ply")
+    assert fitted.read_bytes() == before
+    vpos, vrgb, vop, vrad = splatting.read_splat_ply(view)
+    centre = (pos.min(0) + pos.max(0)) / 2
+    scale = np.abs(vpos[:, 0]).max() / np.abs(pos[:, 0] - centre[0]).max()
+    assert np.percentile(np.linalg.norm(vpos, axis=1), 99) == pytest.approx(splatting.ply.VIEWER_HALF_HEIGHT, rel=1e-3)
+    np.testing.assert_allclose(vpos, (pos - centre) * scale * [1, -1, -1], atol=1e-5)  # y down, half a turn
+    np.testing.assert_allclose(vrad, rad * scale, rtol=1e-4)
+    np.testing.assert_allclose(vrgb, rgb, atol=1e-5)
+    np.testing.assert_allclose(vop, op, atol=1e-5)

@@ -43,7 +43,7 @@ RECORDER = """() => {
     });
     return [JSON.stringify(lines), lines.reduce((sum, l) => sum + l[0], 0)];
   };
-  const rec = {loss: [], quality: [], status: [], clicks: {}};
+  const rec = {loss: [], quality: [], status: [], clicks: {}, files: null};
   const sample = () => {
     const now = performance.now();
     for (const [key, id] of [['loss', '#loss-plot'], ['quality', '#metrics-plot']]) {
@@ -53,6 +53,8 @@ RECORDER = """() => {
     const el = document.querySelector('#status textarea');
     const state = el ? el.value.split(' ')[0] : '';
     if (!rec.status.length || rec.status[rec.status.length - 1][1] !== state) rec.status.push([now, state]);
+    const files = document.querySelector('#result-files');
+    if (rec.files === null && files && /config\s*\.json/.test(files.innerText)) rec.files = now;
   };
   sample();
   rec.timer = setInterval(sample, 20);
@@ -118,7 +120,8 @@ def _wait_idle(server: Server, timeout: float = 300.0) -> None:
 def figures(rec: dict[str, Any], window_s: float) -> dict[str, Any]:
     """The page's figures from the recorder's log (times in ms of the page's clock; seconds out):
     Run to the first loss and quality points, chart updates per minute over `window_s` seconds from
-    the first loss point (or until Stop, if sooner), and Stop to "stopping" and to "stopped"."""
+    the first loss point (or until Stop, if sooner), Stop to "stopping" and to "stopped", and "stopped"
+    to the download list."""
     run, stop = rec["clicks"]["run"], rec["clicks"].get("stop")
 
     def first(key: str) -> float | None:
@@ -137,7 +140,9 @@ def figures(rec: dict[str, Any], window_s: float) -> dict[str, Any]:
         out[f"{key}_updates_per_min"] = 60 * n / out["window_s"] if out["window_s"] else None
     after = [(t, state) for t, state in rec["status"] if stop is not None and t >= stop]
     out["stopping_s"] = since(next((t for t, s in after if s in ("stopping", "stopped")), None), stop)
-    out["stopped_s"] = since(next((t for t, s in after if s == "stopped"), None), stop)
+    stopped = next((t for t, s in after if s == "stopped"), None)
+    out["stopped_s"] = since(stopped, stop)
+    out["files_after_stopped_s"] = since(rec.get("files"), stopped)  # "stopped" to the download list
     before = [state for t, state in rec["status"] if stop is None or t < stop]
     out["state_at_stop"] = before[-1] if before else None
     return out
@@ -169,6 +174,8 @@ def measure_page(pg: Any, url: str, method: str, device_type: str, window_s: flo
         pg.evaluate(CLICK, "stop")
         t1 = time.monotonic()
         while pg.evaluate(PROGRESS)[1] != "stopped" and time.monotonic() - t1 < timeout_s:
+            time.sleep(0.25)
+        while not pg.evaluate("() => window.__bench.files !== null") and time.monotonic() - t1 < timeout_s:
             time.sleep(0.25)
     rec = pg.evaluate("() => { clearInterval(window.__bench.timer); window.__bench.read_at = performance.now(); "
                       "return window.__bench; }")

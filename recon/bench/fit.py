@@ -83,6 +83,12 @@ def read_outputs(out: Path, metric: str) -> dict[str, Any]:
     return found
 
 
+def _answer_ctrl_c() -> None:
+    """In the child before it starts: Ctrl-C back to its default. A benchmark started in the background
+    (``nohup ... &``) ignores SIGINT, its children would inherit that, and the cap would never stop a fit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fit_run(method: str, preset: str, workdir: Path, cap_s: float, device: torch.device, metric: str, *,
             extra: Sequence[str] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``python -m recon fit`` for `method` / `preset` into a fresh folder under `workdir`; see the
@@ -97,7 +103,8 @@ def fit_run(method: str, preset: str, workdir: Path, cap_s: float, device: torch
     log(f"[{method} {preset}] python -m recon fit ... (stopped with Ctrl-C at {cap_s:.0f} s)")
     with open(log_path, "w") as fh:
         t0 = time.time()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                preexec_fn=_answer_ctrl_c)
         code, usage, interrupted_at, killed = _wait(proc, t0, cap_s)
         wall = time.time() - t0
     text = log_path.read_text(errors="replace")

@@ -198,15 +198,16 @@ def _page_table(result: dict[str, Any]) -> list[str]:
     lines = ["", f"## The page in headless Chromium (1280x800, each method's CPU preset, counted over "
                  f"{page.get('window_s', 0):.0f} s)", "",
              "| method (preset) | Run to first loss point | Run to first quality point | loss chart updates/min "
-             "| quality chart updates/min | Stop to \"stopping\" | Stop to \"stopped\" |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| quality chart updates/min | Stop to \"stopping\" | Stop to \"stopped\" | \"stopped\" to the download list |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, p in page.get("methods", {}).items():
         if "error" in p:
-            lines.append(f"| {name} | error: {p['error'][:80]} | | | | | |")
+            lines.append(f"| {name} | error: {p['error'][:80]} | | | | | | |")
             continue
         lines.append(f"| {name} ({p['preset']}) | {_secs(p['first_loss_s'])} | {_secs(p['first_quality_s'])} "
                      f"| {_n(p['loss_updates_per_min'], 3)} | {_n(p['quality_updates_per_min'], 3)} "
-                     f"| {_n(p['stopping_s'], 2)} s | {_n(p['stopped_s'], 3)} s |")
+                     f"| {_n(p['stopping_s'], 2)} s | {_n(p['stopped_s'], 3)} s "
+                     f"| {_n(p.get('files_after_stopped_s'), 3)} s |")
     return lines
 
 

@@ -73,11 +73,12 @@ from __future__ import annotations
 
 from .density import DensityControl, DensityController, DensityState, make_optimizer, refine, reset_opacity
 from .params import CUBE_EXTENT, KINDS, SplatParams, init_splats, knn_radii, project_to_pixels, sample_images
-from .ply import PLY_PROPERTIES, SH_C0, read_splat_ply, write_splat_ply
+from .ply import PLY_PROPERTIES, SH_C0, read_splat_ply, write_splat_ply, write_viewer_copy
 from .rendering import DEPTH_HALF_RANGE, PulsarRenderers, intra_op_threads, render
 
 __all__ = [
     "CUBE_EXTENT", "DEPTH_HALF_RANGE", "KINDS", "PLY_PROPERTIES", "SH_C0", "DensityControl", "DensityController",
     "DensityState", "PulsarRenderers", "SplatParams", "init_splats", "intra_op_threads", "knn_radii", "make_optimizer",
     "project_to_pixels", "read_splat_ply", "refine", "render", "reset_opacity", "sample_images", "write_splat_ply",
+    "write_viewer_copy",
 ]

@@ -84,3 +84,21 @@ def read_splat_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     radii = np.exp(data[:, scales].mean(axis=1))
     return (pos.astype(np.float32), rgb.astype(np.float32), opacity.astype(np.float32), radii.astype(np.float32))
 
+
+
+#: gsplat.js, the splat viewer in the page, looks from 5 units away with a fixed focal length of 1132
+#: pixels, y pointing down: in a 260-pixel-high view it sees about 0.57 units either side of the centre.
+VIEWER_HALF_HEIGHT = 0.45
+
+
+def write_viewer_copy(path: str | Path, out: str | Path) -> Path:
+    """A copy of the splat .ply at `path`, framed for the page's splat viewer: centred, scaled so that
+    it fits the viewer's narrow field of view, and turned y-down (half a turn about x). For display
+    only: the exported file keeps the fitted splats as they are."""
+    pos, rgb, opacity, radii = read_splat_ply(path)
+    centre = (pos.min(0) + pos.max(0)) / 2 if len(pos) else np.zeros(3, np.float32)
+    extent = float(np.percentile(np.linalg.norm(pos - centre, axis=1), 99)) if len(pos) else 1.0
+    scale = VIEWER_HALF_HEIGHT / max(extent, 1e-6)
+    framed = (pos - centre) * scale * np.array([1.0, -1.0, -1.0])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return write_splat_ply(out, framed, rgb, opacity, radii * scale)
