@@ -34,7 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 #: from plotly's own data on the element) and the status's first word, and keeps each change with its
 #: time in the page's clock. Recording in the page keeps the count independent of how long a round
 #: trip to the browser takes on a loaded machine.
-RECORDER = """() => {
+RECORDER = r"""() => {
   const read = (id) => {
     const el = document.querySelector(id + ' .js-plotly-plot');
     const lines = (el && el.data ? el.data : []).map(t => {
