@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, help="random seed (overrides the config)")
     f.add_argument("--threshold", type=float, help="density threshold of the extracted surface (volumetric "
                                                    "methods; default: half the largest density)")
-    f.add_argument("--frames", type=int, default=36, help="turntable frames (default 36)")
-    f.add_argument("--size", type=int, default=128, help="video frame size in pixels (default 128)")
+    f.add_argument("--frames", type=int, help="turntable frames (default 36 on a GPU, 24 on a CPU, as the page)")
+    f.add_argument("--size", type=int, help="video frame size in pixels (default 128 on a GPU, 96 on a CPU)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -211,6 +211,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .budget import Limits
     from .cost import advice
     from .device import describe, pick_device
+    from .export import video_size
     from .server import run_limits
     from .targets import adapt_settings
     from .text import safe_name
@@ -219,6 +220,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
     except (RuntimeError, ValueError) as exc:
         raise UsageError(f"--device {args.device}: {exc}") from None
+    frames, size = video_size(device)
+    args.frames = frames if args.frames is None else args.frames
+    args.size = size if args.size is None else args.size
     if not 1 <= args.frames <= 720:
         raise UsageError(f"--frames must be between 1 and 720, not {args.frames}")
     if not (16 <= args.size <= 1024 and args.size % 16 == 0):

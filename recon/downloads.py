@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .export import export_core, export_extras
+from .export import export_core, export_extras, video_size
 from .splatting import write_viewer_copy
 
 #: Bytes of downloads a session may hold.
@@ -48,8 +48,8 @@ class Downloads:
                         ply = files["splat_ply"]
                         files["viewer_ply"] = write_viewer_copy(ply, out / "viewer" / f"{ply.stem}_framed_for_viewer.ply")
                     return files, notes
-                cpu = run.device.type == "cpu"  # a NeRF turntable costs minutes at full size on a CPU
-                files = export_extras(run, out, target, frames=24 if cpu else 36, size=96 if cpu else 128, notes=notes)
+                frames, size = video_size(run.device)
+                files = export_extras(run, out, target, frames=frames, size=size, notes=notes)
                 if sum(p.stat().st_size for p in self.folder().rglob("*") if p.is_file()) > EXPORT_QUOTA:
                     for p in files.values():
                         p.unlink(missing_ok=True)

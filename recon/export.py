@@ -355,6 +355,12 @@ def export_extras(run: Any, out_dir: str | Path, target: str, *, frames: int = 3
     return files
 
 
+def video_size(device: Any) -> tuple[int, int]:
+    """(turntable frames, frame size in pixels) for a run on `device`: smaller on a CPU, where a
+    ray-marched turntable costs seconds a frame at full size."""
+    return (24, 96) if torch.device(device).type == "cpu" else (36, 128)
+
+
 def export_run(run: Any, out_dir: str | Path, target: str, target_source: str = "builtin", *,
                threshold: float | None = None, frames: int = 36, size: int = 128,
                notes: list[str] | None = None) -> dict[str, Path]:
@@ -373,5 +379,5 @@ def describe_files(files: dict[str, Path]) -> str:
     return "\n".join(f"{p.name} ({size(p)})" for p in files.values())
 
 
-__all__ = ["density_mesh", "export_core", "export_extras", "export_run", "mesh_turntable", "render_meshes",
+__all__ = ["video_size", "density_mesh", "export_core", "export_extras", "export_run", "mesh_turntable", "render_meshes",
            "timelapse_frames", "write_glb", "write_gif", "write_history_csv", "write_mp4", "write_npz", "write_obj"]
