@@ -18,8 +18,10 @@ from .metrics import LIVE, Metric
 
 #: Most points drawn per line in the loss chart (longer histories are thinned evenly).
 MAX_LINE_POINTS = 600
-#: Most points drawn in a point cloud (target points, density voxels).
-MAX_CLOUD_POINTS = 20_000
+#: Most points drawn in a point cloud (target points, density voxels, splats). Each scene update costs
+#: the browser's main thread time in proportion (a software-WebGL browser: about a second at 20,000),
+#: and a busy main thread delays everything else the page shows, Stop's answer included.
+MAX_CLOUD_POINTS = 8_000
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -130,8 +132,8 @@ def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], l
                              mode="markers", name=f"{m.short} (full score)", yaxis=axis,
                              marker=dict(color=color, size=11, symbol="diamond", line=dict(color="#222", width=1))))
     layout = _base_layout("", height)  # the panel's label names it; the long legend goes below
-    layout["margin"] = dict(l=50, r=55 if len(keys) > 1 else 10, t=14, b=110)
-    layout["legend"] = dict(orientation="h", x=0, xanchor="left", y=-0.32, yanchor="top", font=dict(size=10))
+    layout["margin"] = dict(l=50, r=55 if len(keys) > 1 else 10, t=14, b=125)
+    layout["legend"] = dict(orientation="h", x=0, xanchor="left", y=-0.55, yanchor="top", font=dict(size=10))
     if keys:
         first = metrics[keys[0]]
         layout["yaxis"]["title"] = dict(text=first.label)
