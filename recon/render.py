@@ -74,7 +74,7 @@ FORWARD_S, BACKWARD_S = 3e-8, 9e-6
 
 def _tile_groups(counts: list[int], pixels: int, layers: int) -> list[tuple[int, int]]:
     """Runs [a, b) of consecutive tiles, each group about RASTER_CALL_S of work (all at once when
-    `pixels` is 0: a GPU call releases the GIL)."""
+    `pixels` is 0: a GPU call releases the GIL, and work without gradients is kept whole)."""
     if not pixels:
         return [(0, len(counts))]
     groups, a, work = [], 0, 0.0
@@ -128,7 +128,10 @@ def _rasterize_tiled(meshes_ndc: Meshes, image_size: int, tile: int, blur_radius
     verts = list(fv.reshape(-1, 3).split((counts * 3).tolist()))
     faces = [torch.arange(3 * int(c), device=device).view(-1, 3) for c in counts.tolist()]
     outs, first_face = [], 0
-    for a, b in _tile_groups(counts.tolist(), t * t if device.type == "cpu" else 0, faces_per_pixel):
+    # in groups only while training (the backward holds the GIL longest); one call otherwise, which
+    # keeps the peak memory of target renders and evaluations at one set of outputs
+    grouped = device.type == "cpu" and torch.is_grad_enabled() and face_verts.requires_grad
+    for a, b in _tile_groups(counts.tolist(), t * t if grouped else 0, faces_per_pixel):
         if not int(counts[a:b].sum()):  # PyTorch3D returns no rows for an all-empty batch: pad with -1
             empty = torch.full((b - a, t, t, faces_per_pixel), -1, device=device)
             outs.append((empty.long(), empty.float(), empty.float()[..., None].expand(-1, -1, -1, -1, 3),

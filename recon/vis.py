@@ -132,8 +132,9 @@ def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], l
                              mode="markers", name=f"{m.short} (full score)", yaxis=axis,
                              marker=dict(color=color, size=11, symbol="diamond", line=dict(color="#222", width=1))))
     layout = _base_layout("", height)  # the panel's label names it; the long legend goes below
-    layout["margin"] = dict(l=50, r=55 if len(keys) > 1 else 10, t=14, b=125)
-    layout["legend"] = dict(orientation="h", x=0, xanchor="left", y=-0.55, yanchor="top", font=dict(size=10))
+    layout["margin"] = dict(l=50, r=55 if len(keys) > 1 else 10, t=14, b=110)
+    layout["xaxis"]["title"] = dict(text="")  # iterations, as on the loss chart beside it: room for the legend
+    layout["legend"] = dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top", font=dict(size=10))
     if keys:
         first = metrics[keys[0]]
         layout["yaxis"]["title"] = dict(text=first.label)

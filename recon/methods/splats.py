@@ -24,7 +24,7 @@ from .base import ITERATIONS_HELP, PointData, Result
 from .volumetric import VolumetricMethod, huber
 
 #: Most splats the 3D view shows (the most opaque ones), and cameras per display render.
-MAX_POINTS = 20_000
+MAX_POINTS = 4_000  # each point costs the browser time at every scene update (per-point colour and size)
 RENDER_CHUNK = 8
 #: Image side at which the growth threshold is stated (position gradients scale with 1 / side^2).
 GRAD_REFERENCE_SIZE = 128
