@@ -131,8 +131,10 @@ def _rasterize_tiled(meshes_ndc: Meshes, image_size: int, tile: int, blur_radius
     # in groups only while training (the backward holds the GIL longest); one call otherwise, which
     # keeps the peak memory of target renders and evaluations at one set of outputs
     grouped = device.type == "cpu" and torch.is_grad_enabled() and face_verts.requires_grad
-    for a, b in _tile_groups(counts.tolist(), t * t if grouped else 0, faces_per_pixel):
-        if not int(counts[a:b].sum()):  # PyTorch3D returns no rows for an all-empty batch: pad with -1
+    per_tile = counts.tolist()
+    for a, b in _tile_groups(per_tile, t * t if grouped else 0, faces_per_pixel):
+        n_faces = sum(per_tile[a:b])
+        if not n_faces:  # PyTorch3D returns no rows for an all-empty batch: pad with -1
             empty = torch.full((b - a, t, t, faces_per_pixel), -1, device=device)
             outs.append((empty.long(), empty.float(), empty.float()[..., None].expand(-1, -1, -1, -1, 3),
                          empty.float()))
@@ -142,7 +144,7 @@ def _rasterize_tiled(meshes_ndc: Meshes, image_size: int, tile: int, blur_radius
                                  **kwargs)
         # the group's packed face ids -> the ids among all tiles' faces
         outs.append((torch.where(group[0] >= 0, group[0] + first_face, group[0]), *group[1:]))
-        first_face += int(counts[a:b].sum())
+        first_face += n_faces
     p2f, zbuf, bary, dists = (torch.cat(parts) if len(outs) > 1 else parts[0] for parts in zip(*outs))
     # (B * n_t * n_t, t, t, K) -> (B, S, S, K); tile-local face ids -> the input's packed face ids
     valid = p2f >= 0
