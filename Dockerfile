@@ -30,7 +30,7 @@ WORKDIR /opt/recon
 COPY requirements.txt ./
 RUN pip install --no-cache-dir pip==25.2 && pip install --no-cache-dir -r requirements.txt
 
-COPY app.py page.py ./
+COPY app.py page.py liveplot.py ./
 COPY recon ./recon
 COPY assets ./assets
 RUN chmod -R a-w /opt/recon

@@ -19,6 +19,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 import page
+from liveplot import live_plot, serve_plotly_js
 from recon import vis
 from recon.assets import MAX_FACES
 from recon.datasets import MAX_ZIP_BYTES
@@ -98,12 +99,13 @@ def results() -> dict[str, Any]:
     c["status"] = gr.Textbox(label="Status", value="idle · press Run", lines=3, max_lines=5, interactive=False,
                              elem_id="status")
     with gr.Row():
-        c["loss"] = gr.Plot(vis.loss_figure([]), label="Loss", elem_id="loss-plot")
+        c["loss"] = live_plot(vis.loss_figure([]), label="Loss", elem_id="loss-plot")
         with gr.Column():
-            c["metrics"] = gr.Plot(vis.metrics_figure([], {}), label="Held-out quality", elem_id="metrics-plot")
+            c["metrics"] = live_plot(vis.metrics_figure([], {}), label="Held-out quality", elem_id="metrics-plot")
             c["score"] = gr.Button("Full score now", elem_id="score", size="sm")
     with gr.Row():
-        c["scene"] = gr.Plot(label="3D view", elem_id="scene-plot", scale=3)
+        with gr.Column(scale=3, min_width=320):
+            c["scene"] = live_plot(label="3D view", elem_id="scene-plot")
         c["views"] = gr.Image(label="target | current render (top), silhouettes (bottom)", elem_id="views",
                               visible=False, interactive=False, scale=2, height=440, buttons=["download", "fullscreen"])
     c["turntable"] = gr.Image(label="Turntable of the result", elem_id="turntable", type="filepath", visible=False,
@@ -200,6 +202,7 @@ def bind(demo: gr.Blocks, wb: gr.State, c: dict[str, Any], server: Server) -> No
 def build_demo(max_runs: int | None = None, server: Server | None = None) -> gr.Blocks:
     """Build the page. Nothing heavy happens here: no model and no target is loaded."""
     server = server or Server(max_runs=max_runs)
+    serve_plotly_js()
     with gr.Blocks(title="recon: 3D reconstruction playground", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# recon\nWatch a 3D reconstruction converge: pick a target and a method, move the sliders, "
                     "press **Run**. Settings marked ⚡ can change while it runs.")

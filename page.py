@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
+from liveplot import figure_value
 
 from recon import api
 from recon.history import HEADERS
@@ -88,8 +89,13 @@ def method_view(name: str, server: Server, preset: str | None = None) -> list:
 
 def shown(u: Update) -> list:
     """status, loss, scene, metrics and views of an Update (None: unchanged)."""
-    return [gr.skip() if v is None else v for v in (u.status, u.loss, u.scene, u.metrics)] + [
-        gr.skip() if u.views is None else np.asarray(u.views)]
+    return [gr.skip() if u.status is None else u.status, *map(chart, (u.loss, u.scene, u.metrics)),
+            gr.skip() if u.views is None else np.asarray(u.views)]
+
+
+def chart(figure: Any) -> Any:
+    """A figure for a live plot (None: leave the chart as it is)."""
+    return gr.skip() if figure is None else figure_value(figure)
 
 
 # --- handlers -----------------------------------------------------------------------------------
@@ -99,7 +105,7 @@ def on_load(wb: Workbench, target: str, request: gr.Request):
     if request is not None and request.session_hash:
         _by_session[request.session_hash] = wb
     scene, msg = wb.preview(target)
-    return wb, gr.skip() if scene is None else scene, msg
+    return wb, chart(scene), msg
 
 
 def on_unload(request: gr.Request) -> None:
@@ -127,12 +133,12 @@ def on_reset(server: Server) -> Callable:
 
 def on_target(wb: Workbench, name: str):
     scene, msg = wb.preview(name)
-    return wb, gr.skip() if scene is None else scene, msg
+    return wb, chart(scene), msg
 
 
 def on_upload(wb: Workbench, file: Any):
     choice, scene, msg = wb.upload(file)
-    return wb, gr.skip() if choice is None else gr.update(value=choice), gr.skip() if scene is None else scene, msg
+    return wb, gr.skip() if choice is None else gr.update(value=choice), chart(scene), msg
 
 
 def on_estimate(wb: Workbench, method: str, target: str, *values: Any):
@@ -216,7 +222,7 @@ def export_extras(wb: Workbench, shown_files: Any):
 
 
 def on_overlay(wb: Workbench, numbers: list | None):
-    return wb, wb.set_overlays(numbers)
+    return wb, chart(wb.set_overlays(numbers))
 
 
 def _apply(server: Server, wb: Workbench, loaded: Loaded | str) -> list:

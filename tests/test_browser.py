@@ -84,6 +84,12 @@ def test_deform_runs_live_pauses_stops_and_shows_its_result(live_app, page):
     while points(page, "metrics-plot") < 3:  # the quality chart keeps getting points
         assert time.monotonic() < deadline, "fewer than 3 quality points in 40 s"
         page.wait_for_timeout(200)
+    # the 3D view is redrawn in place (one plot, one WebGL context), not mounted anew for every update
+    page.evaluate("() => { document.querySelector('#scene-plot .js-plotly-plot').__first = true; }")
+    title = page.locator("#scene-plot .gtitle").text_content()
+    page.wait_for_function("t => { const el = document.querySelector('#scene-plot .gtitle'); "
+                           "return el && el.textContent !== t; }", arg=title, timeout=20_000)
+    assert page.evaluate("() => document.querySelector('#scene-plot .js-plotly-plot').__first === true")
     shoot(page, "deform_running")
     page.locator("#pause").click()
     expect(status).to_have_value(re.compile(r"^(pausing|paused)"), timeout=2_000)

@@ -70,7 +70,9 @@ def test_dockerfile_base_and_install_are_pinned():
 
 def test_dockerfile_copies_what_the_app_needs_owned_by_root_and_read_only():
     copied = " ".join(instr("COPY"))
-    for path in ("app.py", "page.py", "recon", "assets", "requirements.txt"):
+    modules = sorted(p.name for p in ROOT.glob("*.py"))  # app.py and the modules beside it
+    assert {"app.py", "page.py"} <= set(modules)
+    for path in (*modules, "recon", "assets", "requirements.txt"):
         assert re.search(rf"(^|\s){re.escape(path)}(\s|/|$)", copied), path
     assert "--chown" not in copied  # root owns the code
     steps = dockerfile()
