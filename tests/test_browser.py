@@ -84,12 +84,25 @@ def test_deform_runs_live_pauses_stops_and_shows_its_result(live_app, page):
     while points(page, "metrics-plot") < 3:  # the quality chart keeps getting points
         assert time.monotonic() < deadline, "fewer than 3 quality points in 40 s"
         page.wait_for_timeout(200)
-    # the 3D view is redrawn in place (one plot, one WebGL context), not mounted anew for every update
-    page.evaluate("() => { document.querySelector('#scene-plot .js-plotly-plot').__first = true; }")
+    # the 3D view is redrawn in place (one plot, one WebGL context), not mounted anew for every
+    # update, and the user's rotation survives the updates
+    scene = page.locator("#scene-plot .js-plotly-plot")
+    scene.scroll_into_view_if_needed()
+    scene.evaluate("el => { el.__first = true; }")
+    box = scene.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 150, y + 40, steps=10)
+    page.mouse.up()
+    eye = "el => el._fullLayout.scene._scene.getCamera().eye"
+    turned = scene.evaluate(eye)
+    assert abs(turned["x"] - 1.2) > 0.2, f"the drag did not turn the view: {turned}"
     title = page.locator("#scene-plot .gtitle").text_content()
     page.wait_for_function("t => { const el = document.querySelector('#scene-plot .gtitle'); "
                            "return el && el.textContent !== t; }", arg=title, timeout=20_000)
-    assert page.evaluate("() => document.querySelector('#scene-plot .js-plotly-plot').__first === true")
+    assert scene.evaluate("el => el.__first === true")
+    assert scene.evaluate(eye) == pytest.approx(turned, abs=1e-6)
     shoot(page, "deform_running")
     page.locator("#pause").click()
     expect(status).to_have_value(re.compile(r"^(pausing|paused)"), timeout=2_000)
