@@ -157,6 +157,21 @@ def test_main_writes_a_report_calibration_can_read_and_resummarises_it(tmp_path,
         bench_main.main(["--resummarise", "--out", str(tmp_path)])
 
 
+def test_a_partial_rerun_says_when_each_part_was_measured(tmp_path, monkeypatch):
+    from recon.bench import fit, streamed
+
+    monkeypatch.setattr(fit, "fit_run", canned)
+    monkeypatch.setattr(streamed, "streamed_run", canned)
+    real = bench_main.machine
+    for date, skip in (("2026-01-01 10:00", []), ("2026-01-02 11:00", ["--skip-cli"])):
+        monkeypatch.setattr(bench_main, "machine", lambda device, d=date: {**real(device), "date": d})
+        assert bench_main.main(["--quick", "--methods", "deform", "--skip-page", *skip, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["measured"] == {"fit": "2026-01-01 10:00", "streamed": "2026-01-02 11:00"}
+    head = (tmp_path / "bench.md").read_text().splitlines()[2]
+    assert "whole fits 2026-01-01 10:00, streamed runs 2026-01-02 11:00" in head
+
+
 def test_a_tiny_fit_is_timed_to_its_last_file(tmp_path):
     r = fit_run("deform", "Fast", tmp_path, 120.0, torch.device("cpu"), "chamfer_10k",
                 extra=["--iters", "5", "--frames", "2", "--size", "32"], log=lambda m: None)

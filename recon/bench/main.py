@@ -28,6 +28,8 @@ from . import browser, fit, streamed, summary
 from .common import Budgets, LoadSampler, machine, quality_metric, sides
 
 FORMAT = "recon-bench/2"
+#: The three parts, as ``measured`` names them.
+PARTS = ("fit", "streamed", "page")
 
 
 def _log(msg: str) -> None:
@@ -111,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     kept = _load(out) if partial else None
     result = kept if kept is not None and kept.get("quick") == args.quick else dict(
         format=FORMAT, quick=args.quick, budgets=budgets.as_dict(), methods={})
+    before = (result.get("machine") or {}).get("date")
     result["machine"] = machine(device)
+    # when each part was measured: a partial run keeps the others' dates (older files: the old run's date)
+    measured = result.setdefault("measured", {part: before for part in PARTS} if before else {})
+    for part, skipped in zip(PARTS, (args.skip_cli, args.skip_streamed, args.skip_page)):
+        if not skipped:
+            measured[part] = result["machine"]["date"]
     t_start = time.time()
     with LoadSampler() as load, tempfile.TemporaryDirectory(prefix="recon-bench-") as work:
         for name in names:

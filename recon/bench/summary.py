@@ -139,6 +139,15 @@ def _verdict(s: dict[str, Any], tutorial_s: float) -> str:
     return line
 
 
+def _when(result: dict[str, Any]) -> str:
+    """When it was measured: one date, or each part's when a partial rerun kept the others."""
+    dates = result.get("measured") or {}
+    if len(set(dates.values())) <= 1:
+        return f"of {result['machine']['date']}"
+    names = {"fit": "whole fits", "streamed": "streamed runs", "page": "the page"}
+    return "measured in parts (" + ", ".join(f"{names.get(k, k)} {v}" for k, v in dates.items()) + ")"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The report: machine, headline table with verdicts, the page's figures, and the details."""
     m, b = result["machine"], result["budgets"]
@@ -146,10 +155,10 @@ def markdown(result: dict[str, Any]) -> str:
     at = f"{b['quality_at_s']:.0f} s"
     lines = [
         "# recon benchmark: what a user waits for", "",
-        f"{'Quick smoke run (every budget / 10)' if result['quick'] else 'Full run'} of {m['date']} on "
+        f"{'Quick smoke run (every budget / 10)' if result['quick'] else 'Full run'} {_when(result)} on "
         f"{m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
         f"{_n(m.get('memory_gb'), 3)} GB, device {m['device']}; torch {m['torch']}, PyTorch3D {m['pytorch3d']}, "
-        f"Python {m['python']}. Load average (1 min) during the run: "
+        f"Python {m['python']}. Load average (1 min) during the last run: "
         + (f"{load['min']:.1f} to {load['max']:.1f}, mean {load['mean']:.1f}." if load else "not available."),
         "",
         f"Tutorial recipes are stopped at {b['tutorial_s']:.0f} s, recon's defaults at {b['recon_s']:.0f} s (a cap "
