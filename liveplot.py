@@ -23,6 +23,9 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 #: Runs once per chart. Values that arrive while a draw is pending are coalesced: the browser draws
 #: the latest figure at its next frame and never queues stale ones.
+#: The chart's element, below the panel's label.
+_TEMPLATE = '<div style="padding-top:26px"><div class="live-plot" style="width:100%"></div></div>'
+
 _DRAW_JS = """
 const box = element.querySelector('.live-plot');
 let due = false;
@@ -37,14 +40,18 @@ const draw = () => {
 const later = () => { if (!due) { due = true; requestAnimationFrame(draw); } };
 later();
 watch('value', later);
-new ResizeObserver(() => { if (window.Plotly && box.data) window.Plotly.Plots.resize(box); }).observe(box);
+let width = 0;  // follow the panel's width only: the chart sets its own height
+new ResizeObserver(() => {
+  const w = element.clientWidth;
+  if (w !== width && window.Plotly && box.data) { width = w; window.Plotly.Plots.resize(box); }
+}).observe(element);
 """
 
 
 def live_plot(figure: Any = None, **kwargs: Any) -> gr.HTML:
     """A page component that shows a plotly figure and redraws it in place when its value changes.
     Its values are figures' JSON: pass every figure through :func:`figure_value` on its way out."""
-    return gr.HTML(figure_value(figure), html_template='<div class="live-plot" style="width:100%"></div>',
+    return gr.HTML(figure_value(figure), html_template=_TEMPLATE,
                    js_on_load=_DRAW_JS, head=f'<script src="gradio_api/file={PLOTLY_JS}"></script>',
                    container=True, show_label=True, **kwargs)
 

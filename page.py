@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
-from liveplot import figure_value
 
+from liveplot import figure_value
 from recon import api
 from recon.history import HEADERS
 from recon.methods import METHODS, device_preset, get_method, preset_values

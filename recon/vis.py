@@ -141,7 +141,8 @@ def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], l
         if first.log_axis:
             layout["yaxis"]["type"] = "log"
     if len(keys) > 1:
-        layout["yaxis2"] = dict(title=dict(text=metrics[keys[1]].label), overlaying="y", side="right", showgrid=False)
+        layout["yaxis2"] = dict(title=dict(text=metrics[keys[1]].label), overlaying="y", side="right", showgrid=False,
+                               tickmode="auto")  # not synced to the left axis's grid (odd values)
     if not data:
         layout["annotations"] = [_note("Quality is measured while the run goes")]
     return Figure(data=data, layout=layout)
