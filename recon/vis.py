@@ -139,7 +139,7 @@ def metrics_figure(metric_history: Sequence[dict], metrics: dict[str, Metric], l
         first = metrics[keys[0]]
         layout["yaxis"]["title"] = dict(text=first.label)
         if first.log_axis:
-            layout["yaxis"]["type"] = "log"
+            layout["yaxis"].update(type="log", dtick="D2")  # labels at 1, 2, 5: not every digit of a short range
     if len(keys) > 1:
         layout["yaxis2"] = dict(title=dict(text=metrics[keys[1]].label), overlaying="y", side="right", showgrid=False,
                                tickmode="auto")  # not synced to the left axis's grid (odd values)
