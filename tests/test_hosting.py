@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -143,6 +145,23 @@ def _plain_http_run(url: str) -> str:
     with urllib.request.urlopen(f"{url}gradio_api/call/fit/{event}", timeout=120) as resp:
         body = resp.read().decode()
     return body
+
+
+def test_the_page_brings_its_own_plotly_and_serves_nothing_else_of_the_disk(server):
+    """The charts' plotly.js comes from the server itself (the app runs offline); the static path
+    that allows it is that one file, not its folder or the code."""
+    with urllib.request.urlopen(f"{server.url}config", timeout=10) as resp:
+        config = json.loads(resp.read())
+    heads = {c["props"].get("head") for c in config["components"] if c.get("type") == "html"} - {None, ""}
+    (src,) = {re.search(r'src="([^"]+)"', h).group(1) for h in heads}
+    assert not src.startswith(("http:", "https:", "//"))
+    with urllib.request.urlopen(server.url + src, timeout=10) as resp:
+        body = resp.read()
+    assert resp.status == 200 and b"plotly.js" in body[:2000] and len(body) > 1_000_000
+    folder = src.rsplit("/", 1)[0]
+    for other in (f"{folder}/widgetbundle.js", f"gradio_api/file={ROOT / 'app.py'}"):
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(server.url + other, timeout=10)
 
 
 def test_plain_http_runs_leave_no_session_folder_and_no_thread_behind(server):
