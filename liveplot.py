@@ -21,16 +21,20 @@ import plotly
 #: from the internet), and the same version the figures' JSON is written for.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
-#: Runs once per chart. Values that arrive while a draw is pending are coalesced: the browser draws
-#: the latest figure at its next frame and never queues stale ones.
 #: The chart's element, below the panel's label.
 _TEMPLATE = '<div style="padding-top:26px"><div class="live-plot" style="width:100%"></div></div>'
 
+#: Runs once per chart. Values that arrive while a draw is pending are coalesced: the browser draws
+#: the latest figure at its next frame and never queues stale ones. While the user holds the pointer
+#: down on the chart (turning or zooming it) nothing is redrawn: a redraw in mid-drag would put the
+#: view back where the figure says; on release plotly records the user's view, which the figures'
+#: ``uirevision`` then keeps, and the latest figure is drawn.
 _DRAW_JS = """
 const box = element.querySelector('.live-plot');
-let due = false;
+let due = false, held = false;
 const draw = () => {
   due = false;
+  if (held) return;
   if (!window.Plotly) { due = true; setTimeout(draw, 50); return; }
   const text = props.value;
   if (!text) { window.Plotly.purge(box); return; }
@@ -40,6 +44,10 @@ const draw = () => {
 const later = () => { if (!due) { due = true; requestAnimationFrame(draw); } };
 later();
 watch('value', later);
+box.addEventListener('pointerdown', () => { held = true; }, true);
+const release = () => { if (held) { held = false; later(); } };
+window.addEventListener('pointerup', release, true);
+window.addEventListener('pointercancel', release, true);
 let width = 0;  // follow the panel's width only: the chart sets its own height
 new ResizeObserver(() => {
   const w = element.clientWidth;

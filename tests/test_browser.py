@@ -85,22 +85,25 @@ def test_deform_runs_live_pauses_stops_and_shows_its_result(live_app, page):
         assert time.monotonic() < deadline, "fewer than 3 quality points in 40 s"
         page.wait_for_timeout(200)
     # the 3D view is redrawn in place (one plot, one WebGL context), not mounted anew for every
-    # update, and the user's rotation survives the updates
+    # update; it is not redrawn while the user drags it, and the user's view survives the updates
     scene = page.locator("#scene-plot .js-plotly-plot")
     scene.scroll_into_view_if_needed()
     scene.evaluate("el => { el.__first = true; }")
+    title = page.locator("#scene-plot .gtitle")
+    before = title.text_content()
     box = scene.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 150, y + 40, steps=10)
+    page.wait_for_timeout(3_500)  # newer scenes arrive meanwhile (one every 2.5 s at most)
+    assert title.text_content() == before, "the view was redrawn under the user's drag"
     page.mouse.up()
     eye = "el => el._fullLayout.scene._scene.getCamera().eye"
     turned = scene.evaluate(eye)
     assert abs(turned["x"] - 1.2) > 0.2, f"the drag did not turn the view: {turned}"
-    title = page.locator("#scene-plot .gtitle").text_content()
     page.wait_for_function("t => { const el = document.querySelector('#scene-plot .gtitle'); "
-                           "return el && el.textContent !== t; }", arg=title, timeout=20_000)
+                           "return el && el.textContent !== t; }", arg=before, timeout=20_000)
     assert scene.evaluate("el => el.__first === true")
     assert scene.evaluate(eye) == pytest.approx(turned, abs=1e-6)
     shoot(page, "deform_running")
