@@ -3,7 +3,7 @@
 Gradio's own ``gr.Plot`` mounts a new chart for every new value: each 3D update builds a new WebGL
 context and compiles its shaders again (about a second of the browser's main thread per update with
 software WebGL, during which a Stop's answer cannot be shown), and the user's rotation and zoom are
-lost every time. ``LivePlot`` hands the figure to ``Plotly.react`` on the same element instead: the
+lost every time. A ``live_plot`` hands the figure to ``Plotly.react`` on the same element instead: the
 scene and its buffers are reused, and the figures' fixed ``uirevision`` keeps what the user did.
 (A plain ``gr.HTML``: a subclass of a Gradio component would make Gradio write a stub file beside
 this one at import.)
