@@ -379,5 +379,6 @@ def describe_files(files: dict[str, Path]) -> str:
     return "\n".join(f"{p.name} ({size(p)})" for p in files.values())
 
 
-__all__ = ["video_size", "density_mesh", "export_core", "export_extras", "export_run", "mesh_turntable", "render_meshes",
-           "timelapse_frames", "write_glb", "write_gif", "write_history_csv", "write_mp4", "write_npz", "write_obj"]
+__all__ = ["density_mesh", "export_core", "export_extras", "export_run", "mesh_turntable", "render_meshes",
+           "timelapse_frames", "video_size", "write_glb", "write_gif", "write_history_csv", "write_mp4", "write_npz",
+           "write_obj"]
